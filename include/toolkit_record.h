@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * toolkit_record.h - the one definition of a process lifecycle record.
+ *
+ * Included by the kernel module (lkm/), by the BCC programs (ebpf/) and
+ * parsed by Python (toolkit/schema.py), so the backends cannot drift.
+ *
+ * Rules (as in Falco's event table): fields may be appended, never changed
+ * or reordered in place; any change to the layout bumps TK_RECORD_VERSION.
+ * The list is ordered so that struct tk_record has no padding; a test
+ * compiles this header and checks sizeof/offsetof against Python.
+ *
+ * Only __u64/__u32/__s32/char are used, so the header works with
+ * <linux/types.h> in the kernel, in BCC, and in user-space C.
+ */
+#ifndef TOOLKIT_RECORD_H
+#define TOOLKIT_RECORD_H
+
+#define TK_RECORD_VERSION	1
+#define TK_COMM_LEN		16
+
+/*
+ * Event types: X(NAME, value, "text").  Values are stable.
+ *  FORK   a new process (new thread group) became runnable
+ *  CLONE  a new thread in an existing thread group (CLONE_THREAD)
+ *  EXEC   a successful execve(), recorded after the new comm is set
+ *  EXIT   a process exited: the thread group leader's exit, seen while
+ *         its mm is still attached, so RSS and peak RSS are real
+ */
+#define TK_EVENT_TYPES(X)		\
+	X(FORK, 1, "fork")		\
+	X(CLONE, 2, "clone")		\
+	X(EXEC, 3, "exec")		\
+	X(EXIT, 4, "exit")
+
+#define TK_EVENT_MAX 4
+
+/* Bits of the flags field. */
+#define TK_FLAG_HAS_MM		0x1	/* rss/hiwater read from a live mm */
+
+/*
+ * Fields, in layout order.
+ *  F(type, name, "doc")            a scalar
+ *  A(type, name, count, "doc")     a fixed-size array
+ */
+#define TK_RECORD_FIELDS(F, A)						\
+	F(__u64, ts_ns, "event time, CLOCK_MONOTONIC ns")		\
+	F(__u64, start_ns, "task start time, CLOCK_MONOTONIC ns; "	\
+	  "(pid, start_ns) names a process across PID reuse")		\
+	F(__u64, cpu_ns, "exit only: utime+stime of the whole "	\
+	  "thread group, ns")						\
+	F(__u64, rss_kib, "exit only: resident set size, KiB")	\
+	F(__u64, hiwater_rss_kib, "exit only: peak RSS, KiB")	\
+	F(__u32, type, "event type, TK_EVENT_TYPES")			\
+	F(__u32, pid, "kernel pid (thread id)")			\
+	F(__u32, tgid, "thread group id (user-space PID)")		\
+	F(__u32, ppid, "tgid of the real parent")			\
+	F(__u32, uid, "real uid, initial user namespace")		\
+	F(__u32, cpu, "CPU the event was recorded on")			\
+	F(__u32, flags, "TK_FLAG_* bits")				\
+	F(__s32, exit_code, "exit only: wait(2) status, "		\
+	  "(code << 8) | signal")					\
+	A(char, comm, TK_COMM_LEN, "task comm, NUL padded")
+
+struct tk_record {
+#define TK_DECLARE_SCALAR(type, name, doc)		type name;
+#define TK_DECLARE_ARRAY(type, name, count, doc)	type name[count];
+	TK_RECORD_FIELDS(TK_DECLARE_SCALAR, TK_DECLARE_ARRAY)
+#undef TK_DECLARE_SCALAR
+#undef TK_DECLARE_ARRAY
+};
+
+/* printf conversions for the text form (/proc/toolkit/events). */
+#define TK_FMT___u64	"%llu"
+#define TK_FMT___u32	"%u"
+#define TK_FMT___s32	"%d"
+
+enum tk_event_type {
+#define TK_DECLARE_EVENT(name, value, text)	TK_EVENT_##name = value,
+	TK_EVENT_TYPES(TK_DECLARE_EVENT)
+#undef TK_DECLARE_EVENT
+};
+
+#endif /* TOOLKIT_RECORD_H */

@@ -1,0 +1,191 @@
+"""The one Backend interface every collector implements (lkm, ebpf, ps).
+
+Like psutil, the backend is chosen in one place (``get_backend``) and every backend
+returns the same typed objects: ``schema.Record`` for events, ``Snapshot`` for the
+process table and system memory, ``Stats`` for counters. A contract test holds the
+kernel backends to this.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import time
+from typing import ClassVar, Iterator
+
+from .. import schema
+
+
+class BackendError(Exception):
+    """A backend cannot run here; the message says why and what to do."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+LAB_HINT = ("run `toolkit doctor` to see what this kernel lacks, or add `--lab` to run "
+            "the command in the lab VM (a stock Debian kernel under QEMU)")
+
+
+@dataclasses.dataclass
+class ProcInfo:
+    """One row of the process table; the same columns for every backend."""
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    state: str
+    rss_kib: int
+    hiwater_rss_kib: int
+    total_vm_kib: int
+    cpu_ns: int
+    start_ns: int = 0
+    threads: int = 1
+
+
+@dataclasses.dataclass
+class MemInfo:
+    """System memory, KiB."""
+    total_kib: int
+    free_kib: int
+    used_kib: int
+    buffers_kib: int
+    cached_kib: int
+    available_kib: int
+
+
+@dataclasses.dataclass
+class Snapshot:
+    processes: list[ProcInfo]
+    meminfo: MemInfo
+    # where the numbers come from, e.g. {"processes": "kernel", "meminfo": "kernel"};
+    # a backend that reads something from user space (e.g. /proc/meminfo) says so here
+    source: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class EventCounters:
+    seen: int = 0        # the hook fired for an event of this type
+    filtered: int = 0    # left out on purpose (uid filter)
+    delivered: int = 0   # written to the ring / buffer for user space
+    dropped: int = 0     # lost: ring full, reservation failed, perf lost samples
+
+
+@dataclasses.dataclass
+class HookStats:
+    """Per kernel hook (kprobe / BPF program)."""
+    name: str
+    count: int = 0       # times the handler ran
+    total_ns: int = 0    # time spent in it
+    missed: int = 0      # kprobe nmissed (the handler did not run at all)
+
+    @property
+    def ns_per_call(self) -> float | None:
+        return self.total_ns / self.count if self.count else None
+
+
+@dataclasses.dataclass
+class Stats:
+    backend: str
+    events: dict[str, EventCounters]            # by event name ("fork", ...)
+    hooks: list[HookStats] = dataclasses.field(default_factory=list)
+    ring_size: int = 0                          # records the ring/buffer holds (0: n/a)
+    ring_fill: int = 0                          # records waiting now
+    lost_in_transport: int = 0                  # perf lost samples etc, already in dropped
+    read_lost: int = 0                          # records taken from the kernel but lost in user space
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return sum(c.dropped for c in self.events.values())
+
+    @property
+    def missed(self) -> int:
+        return sum(h.missed for h in self.hooks)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["dropped"], d["missed"] = self.dropped, self.missed
+        return d
+
+
+class Backend(abc.ABC):
+    """start() -> records()/read() ... -> stats() -> stop(); also a context manager."""
+
+    name: ClassVar[str]
+
+    def __init__(self, uid: int | None = None, **options):
+        self.uid_filter = uid
+        self.options = options
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Attach to the kernel; raise BackendError with a clear message if it cannot."""
+
+    @abc.abstractmethod
+    def read(self, timeout: float) -> list:
+        """Wait up to timeout seconds for records; return those available (maybe [])."""
+
+    def records(self, duration: float | None = None) -> Iterator:
+        """Stream records until duration elapses (forever if None)."""
+        end = None if duration is None else time.monotonic() + duration
+        while end is None or time.monotonic() < end:
+            left = 0.2 if end is None else max(0.0, min(0.2, end - time.monotonic()))
+            yield from self.read(left)
+
+    def drain(self, timeout: float = 0.5) -> list:
+        """Read until the kernel side has nothing more for `timeout` seconds."""
+        out = []
+        while True:
+            got = self.read(timeout)
+            if not got:
+                return out
+            out.extend(got)
+
+    @abc.abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Process table (user-space processes only) and system memory."""
+
+    @abc.abstractmethod
+    def stats(self) -> Stats:
+        ...
+
+    def set_uid_filter(self, uid: int | None) -> None:
+        self.uid_filter = uid
+
+    def reset_stats(self) -> None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        ...
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# name -> "module:Class"; imported lazily so `import bcc` happens only for ebpf
+REGISTRY = {
+    "lkm": "toolkit.backends.lkm:LkmBackend",
+    "ebpf": "toolkit.backends.ebpf:EbpfBackend",
+    "ps": "toolkit.backends.ps:PsBackend",
+}
+KERNEL_BACKENDS = ("lkm", "ebpf")
+
+
+def get_backend(name: str, **options) -> Backend:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def event_counters() -> dict[str, EventCounters]:
+    return {name: EventCounters() for name in schema.EVENT_BY_NAME}

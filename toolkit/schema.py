@@ -1,0 +1,151 @@
+"""The lifecycle record, read from the one C definition in include/toolkit_record.h.
+
+The header's X-macro field list is parsed at import time, so Python cannot drift
+from the C sides; tests/test_schema.py compiles the header and checks that the
+struct layout computed here matches the C compiler's sizeof/offsetof.
+
+Two encodings of a record exist:
+  * binary: struct tk_record as the eBPF ring buffer carries it (see ``unpack``);
+  * text: one line of /proc/toolkit/events: the scalar fields in header order as
+    decimal numbers, then comm with space, tab, newline and backslash written as
+    octal escapes (the kernel's seq_escape), see ``parse_line``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import struct
+from pathlib import Path
+
+from .paths import INCLUDE_DIR
+
+HEADER = INCLUDE_DIR / "toolkit_record.h"
+
+_CTYPES = {"__u64": "Q", "__u32": "I", "__s32": "i", "char": "s"}
+
+
+def _read_header(path: Path = HEADER) -> str:
+    text = path.read_text()
+    # join continuation lines and drop comments, so the macros read as one line each
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return text.replace("\\\n", " ")
+
+
+def _define(text: str, name: str) -> str:
+    m = re.search(rf"^#define\s+{name}(?!\w)(.*)$", text, re.M)
+    if not m:
+        raise RuntimeError(f"{HEADER}: no #define {name}")
+    return m.group(1).strip()
+
+
+def _parse(text: str):
+    version = int(_define(text, "TK_RECORD_VERSION"))
+    comm_len = int(_define(text, "TK_COMM_LEN"))
+    consts = {"TK_COMM_LEN": comm_len}
+    types = [(n, int(v), t) for n, v, t in
+             re.findall(r'X\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_EVENT_TYPES\(X\)"))]
+    body = _define(text, r"TK_RECORD_FIELDS\(F, A\)")
+    fields = []  # (name, ctype, count or None)
+    for kind, args in re.findall(r"\b([FA])\(([^\"]*?),\s*\"", body):
+        parts = [p.strip() for p in args.split(",")]
+        if kind == "F":
+            fields.append((parts[1], parts[0], None))
+        else:
+            count = parts[2]
+            fields.append((parts[1], parts[0], consts.get(count) or int(count)))
+    flags = {n: int(v, 0) for n, v in re.findall(r"^#define\s+TK_FLAG_(\w+)\s+(0x[0-9a-fA-F]+|\d+)",
+                                                 text, re.M)}
+    return version, comm_len, types, fields, flags
+
+
+RECORD_VERSION, COMM_LEN, _TYPES, _FIELDS, FLAGS = _parse(_read_header())
+
+EventType = enum.IntEnum("EventType", {n: v for n, v, _ in _TYPES})
+EventType.__doc__ = "Event types of TK_EVENT_TYPES in include/toolkit_record.h."
+EVENT_NAMES = {v: t for _, v, t in _TYPES}          # 1 -> "fork"
+EVENT_BY_NAME = {t: v for _, v, t in _TYPES}        # "fork" -> 1
+
+FIELD_NAMES = [name for name, _, _ in _FIELDS]
+SCALAR_FIELDS = [name for name, _, count in _FIELDS if count is None]
+FIELD_CTYPES = {name: (ctype, count) for name, ctype, count in _FIELDS}
+
+STRUCT_FORMAT = "=" + "".join(
+    (f"{count}s" if count else _CTYPES[ctype]) for _, ctype, count in _FIELDS)
+RECORD_SIZE = struct.calcsize(STRUCT_FORMAT)
+_STRUCT = struct.Struct(STRUCT_FORMAT)
+
+Record = dataclasses.make_dataclass(
+    "Record",
+    [(name, str if count else int) for name, _, count in _FIELDS],
+    frozen=True, slots=True,
+    namespace={"__doc__": "One lifecycle event; fields as in struct tk_record.",
+               "event": property(lambda self: EVENT_NAMES.get(self.type, str(self.type))),
+               "key": property(lambda self: (self.tgid, self.start_ns))},
+)
+
+
+def offsets() -> dict[str, int]:
+    """Byte offset of each field in struct tk_record (packed, as the header promises)."""
+    out, off = {}, 0
+    for name, ctype, count in _FIELDS:
+        out[name] = off
+        off += struct.calcsize("=" + (f"{count}s" if count else _CTYPES[ctype]))
+    return out
+
+
+def _decode_comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def unpack(buf: bytes | bytearray | memoryview) -> "Record":
+    """Decode one binary struct tk_record."""
+    values = list(_STRUCT.unpack_from(buf))
+    for i, (_, _, count) in enumerate(_FIELDS):
+        if count:
+            values[i] = _decode_comm(values[i])
+    return Record(*values)
+
+
+def pack(rec: "Record") -> bytes:
+    values = [getattr(rec, n) for n in FIELD_NAMES]
+    for i, (_, _, count) in enumerate(_FIELDS):
+        if count:
+            values[i] = values[i].encode()[:count]
+    return _STRUCT.pack(*values)
+
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def unescape(text: str) -> str:
+    """Undo the kernel's seq_escape octal escapes (\\ooo)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), raw)
+    return raw.decode("utf-8", "replace")
+
+
+def escape(comm: str) -> str:
+    """The inverse of unescape: how the module prints comm."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in comm)
+
+
+def parse_line(line: str) -> "Record":
+    """Parse one line of /proc/toolkit/events (scalars in header order, then comm)."""
+    parts = line.rstrip("\n").split(" ", len(SCALAR_FIELDS))
+    if len(parts) != len(FIELD_NAMES):
+        raise ValueError(f"expected {len(FIELD_NAMES)} fields, got {len(parts)}: {line!r}")
+    values = [int(p) for p in parts[:-1]] + [unescape(parts[-1])]
+    return Record(*values)
+
+
+def format_line(rec: "Record") -> str:
+    """The text form of a record, exactly as the module prints it."""
+    return " ".join([str(getattr(rec, n)) for n in SCALAR_FIELDS] + [escape(rec.comm)])
+
+
+def as_dict(rec: "Record") -> dict:
+    """Record as a dict with the header's field names plus the event name."""
+    d = dataclasses.asdict(rec)
+    d["event"] = rec.event
+    return d
