@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * toolkit_lkm.h - shared declarations of the toolkit process lifecycle module.
+ *
+ * The module is split by concern:
+ *   main.c     module parameters, init/exit ordering
+ *   probes.c   the kprobes (fork/clone, exec, exit) and their handler time
+ *   ring.c     the bounded record ring, its counters and reader wake-up
+ *   procfs.c   /proc/toolkit/{events,processes,meminfo,stats}
+ *   control.c  /proc/toolkit/control: parse-all-then-apply commands
+ */
+#ifndef TOOLKIT_LKM_H
+#define TOOLKIT_LKM_H
+
+#include <linux/types.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/irq_work.h>
+#include <linux/proc_fs.h>
+
+#include "toolkit_record.h"
+
+#define TK_PROC_DIR		"toolkit"
+#define TK_RING_MIN		16
+#define TK_RING_MAX		1048576
+#define TK_CONTROL_MAX		256
+#define TK_UID_OFF		(-1LL)
+
+/* One bit per event type in the event mask. */
+#define TK_EVENT_BIT(type)	(1U << (type))
+#define TK_EVENT_ALL		(TK_EVENT_BIT(TK_EVENT_FORK) |	\
+				 TK_EVENT_BIT(TK_EVENT_CLONE) |	\
+				 TK_EVENT_BIT(TK_EVENT_EXEC) |	\
+				 TK_EVENT_BIT(TK_EVENT_EXIT))
+
+/* module parameters (main.c) */
+extern unsigned int ring_size;
+extern int proc_gid;
+
+/* event names, indexed by type (ring.c) */
+extern const char *const tk_event_names[TK_EVENT_MAX + 1];
+
+/* Counters of one event type; see struct tk_ring. */
+struct tk_event_counters {
+	u64 seen;	/* the hook saw an event of this type (enabled) */
+	u64 filtered;	/* left out by the uid filter */
+	u64 delivered;	/* written to the ring */
+	u64 dropped;	/* ring full */
+};
+
+/*
+ * The ring.  Everything below @lock is protected by it, so a reader of the
+ * counters always sees seen == filtered + delivered + dropped.
+ */
+struct tk_ring {
+	spinlock_t lock;
+	struct tk_record *buf;
+	u32 size;		/* capacity in records */
+	u64 head;		/* next record to write (monotonic) */
+	u64 tail;		/* next record to read (monotonic) */
+	struct tk_event_counters ev[TK_EVENT_MAX + 1];
+	u64 cleared;		/* discarded by the `clear` command */
+	u64 read_lost;		/* dequeued but never copied to user space */
+	wait_queue_head_t wq;	/* readers and pollers of events */
+	struct irq_work wake_work; /* wakes @wq from probe context */
+	bool shutdown;		/* module exit: readers must not block */
+};
+
+extern struct tk_ring tk_ring;
+
+/* Run-time settings changed by the control file. */
+extern s64 tk_uid_filter;	/* TK_UID_OFF or a uid */
+extern u32 tk_event_mask;	/* TK_EVENT_BIT()s of the enabled types */
+
+static inline bool tk_event_enabled(u32 type)
+{
+	return READ_ONCE(tk_event_mask) & TK_EVENT_BIT(type);
+}
+
+/* A consistent copy of the ring's counters, for the stats file. */
+struct tk_ring_snap {
+	struct tk_event_counters ev[TK_EVENT_MAX + 1];
+	u64 cleared;
+	u64 read_lost;
+	u64 fill;
+	u32 size;
+};
+
+int tk_ring_init(u32 size);
+void tk_ring_snapshot(struct tk_ring_snap *snap);
+void tk_ring_free(void);
+void tk_ring_submit(const struct tk_record *rec);
+unsigned int tk_ring_dequeue(struct tk_record *out, unsigned int max);
+u64 tk_ring_fill(void);
+void tk_ring_clear(void);
+void tk_ring_reset_counters(void);
+void tk_ring_add_read_lost(u64 n);
+void tk_ring_shutdown(void);
+void tk_ring_wait_pollers(void);
+
+/* kprobes (probes.c) */
+enum tk_hook {
+	TK_HOOK_FORK,
+	TK_HOOK_EXEC,
+	TK_HOOK_EXIT,
+	TK_HOOK_MAX
+};
+
+struct tk_hook_stats {
+	const char *symbol;
+	u64 count;
+	u64 total_ns;
+	unsigned long missed;
+};
+
+int tk_probes_register(void);
+void tk_probes_unregister(void);
+void tk_probes_stats(struct tk_hook_stats out[TK_HOOK_MAX]);
+void tk_probes_reset(void);
+
+/* /proc/toolkit (procfs.c, control.c) */
+extern struct proc_dir_entry *tk_proc_dir;
+int tk_procfs_create(void);
+void tk_procfs_remove(void);
+extern const struct proc_ops tk_control_ops;
+
+#endif /* TOOLKIT_LKM_H */
