@@ -1,0 +1,226 @@
+"""toolkit doctor: what each backend needs from the running kernel, and whether it is there.
+
+Every check reads the kernel's own interfaces (/proc, /sys); nothing is assumed from the
+distribution. A verdict per backend follows: native (runs here), lab (runs in the lab
+VM), or unavailable, with the fix for each missing piece.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+OK, MISSING, WARN, INFO = "ok", "MISSING", "warn", "info"
+
+# capability bit numbers (linux/capability.h)
+CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_MODULE": 16, "CAP_BPF": 39, "CAP_PERFMON": 38}
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+    needed_by: tuple[str, ...] = ()
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def kernel_config() -> dict[str, str]:
+    rel = platform.release()
+    text = _read(f"/boot/config-{rel}")
+    if text is None and Path("/proc/config.gz").exists():
+        try:
+            text = gzip.open("/proc/config.gz", "rt").read()
+        except OSError:
+            text = None
+    cfg = {}
+    for line in (text or "").splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            cfg[k] = v
+    return cfg
+
+
+def cap_effective() -> int:
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def kallsyms_has(*symbols: str) -> dict[str, bool]:
+    want = set(symbols)
+    found = set()
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in want:
+                    found.add(parts[2])
+    except OSError:
+        pass
+    return {s: s in found for s in symbols}
+
+
+def tracefs_dir() -> Path | None:
+    for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if Path(d, "trace").exists() or Path(d, "available_events").exists():
+            return Path(d)
+    return None
+
+
+def mount_tracefs() -> str | None:
+    """Mount tracefs if missing (root only). Returns an error string or None."""
+    if tracefs_dir():
+        return None
+    if os.geteuid() != 0:
+        return "not root"
+    p = subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                       capture_output=True, text=True)
+    return None if p.returncode == 0 else (p.stderr.strip() or f"mount exited {p.returncode}")
+
+
+def bcc_status() -> tuple[bool, str]:
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc)
+    except Exception as e:  # ImportError, or bcc failing to load libbcc
+        return False, f"{type(e).__name__}: {e}"
+    return True, f"bcc {getattr(bcc, '__version__', '?')} from {Path(bcc.__file__).parent}"
+
+
+def checks(mount: bool = True) -> list[Check]:
+    rel = platform.release()
+    cfg = kernel_config()
+    out: list[Check] = []
+    root = os.geteuid() == 0
+    out.append(Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
+                     "run as root (sudo)", ("lkm", "ebpf")))
+    caps = cap_effective()
+    have = [n for n, bit in CAPS.items() if caps >> bit & 1]
+    lacking = [n for n in CAPS if n not in have]
+    out.append(Check("capabilities", OK if not lacking else MISSING,
+                     ", ".join(have) if not lacking else f"lacking {', '.join(lacking)}",
+                     "run as root outside a restricted container", ("lkm", "ebpf")))
+
+    # loadable modules
+    modules = Path("/proc/modules").exists()
+    disabled = (_read("/proc/sys/kernel/modules_disabled") or "0").strip() == "1"
+    if not modules:
+        out.append(Check("loadable modules", MISSING, "kernel built without CONFIG_MODULES "
+                         "(/proc/modules absent)", "use a kernel with module support, or --lab",
+                         ("lkm",)))
+    elif disabled:
+        out.append(Check("loadable modules", MISSING, "kernel.modules_disabled=1",
+                         "reboot (the setting is one-way), or --lab", ("lkm",)))
+    else:
+        out.append(Check("loadable modules", OK, "CONFIG_MODULES, loading enabled", "", ("lkm",)))
+
+    # kprobes
+    syms = kallsyms_has("register_kprobe", "wake_up_new_task", "do_exit", "setup_new_exec")
+    kprobes = syms["register_kprobe"] or cfg.get("CONFIG_KPROBES") == "y"
+    readable = any(syms.values())
+    detail = ("register_kprobe in /proc/kallsyms" if syms["register_kprobe"] else
+              "CONFIG_KPROBES=y in kernel config" if kprobes else
+              "no register_kprobe in /proc/kallsyms" if readable else
+              "cannot tell (kallsyms unreadable, no kernel config)")
+    out.append(Check("kprobes", OK if kprobes else MISSING, detail,
+                     "use a kernel with CONFIG_KPROBES=y, or --lab", ("lkm", "ebpf")))
+    hooks = [s for s in ("wake_up_new_task", "setup_new_exec", "do_exit") if not syms[s]]
+    if readable:
+        out.append(Check("hook symbols", OK if not hooks else MISSING,
+                         "wake_up_new_task, setup_new_exec, do_exit" if not hooks else
+                         f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf")))
+
+    # headers
+    build = Path("/lib/modules") / rel / "build"
+    hdr = (build / "Makefile").exists()
+    out.append(Check("kernel headers", OK if hdr else MISSING,
+                     str(build) + ("" if hdr else " missing"),
+                     f"apt-get install linux-headers-{rel} (if your distribution has it), or --lab",
+                     ("lkm", "ebpf")))
+
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    out.append(Check("BTF", OK if btf else WARN, "/sys/kernel/btf/vmlinux" +
+                     ("" if btf else " missing (no fentry variant)"),
+                     "a kernel with CONFIG_DEBUG_INFO_BTF=y", ()))
+
+    err = mount_tracefs() if mount else None
+    tdir = tracefs_dir()
+    out.append(Check("tracefs", OK if tdir else MISSING,
+                     str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
+                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf",)))
+
+    bpf_stats = Path("/proc/sys/kernel/bpf_stats_enabled").exists()
+    out.append(Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
+                     "kernel.bpf_stats_enabled present" if bpf_stats else
+                     "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
+                     "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf",)))
+
+    major, minor = (int(x) for x in rel.split(".")[:2])
+    ringbuf = (major, minor) >= (5, 8)
+    out.append(Check("BPF ring buffer", OK if ringbuf else WARN,
+                     f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"),
+                     "", ()))
+
+    ok, detail = bcc_status()
+    out.append(Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
+                     "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
+                     "venv with system site packages (bin/setup does both)", ("ebpf",)))
+
+    lock = _read("/sys/kernel/security/lockdown")
+    mode = lock.split("[", 1)[1].split("]", 1)[0] if lock and "[" in lock else "none"
+    sig = (_read("/sys/module/module/parameters/sig_enforce") or "N").strip()
+    sb = any(Path("/sys/firmware/efi/efivars").glob("SecureBoot-*")) and _secure_boot_on()
+    if mode != "none" or sig == "Y":
+        out.append(Check("lockdown / module signing", MISSING,
+                         f"lockdown={mode}, sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}",
+                         "sign the module with an enrolled key (MOK) or use --lab", ("lkm",)))
+    else:
+        out.append(Check("lockdown / module signing", OK,
+                         f"lockdown=none, sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}",
+                         "", ("lkm",)))
+    if mode == "confidentiality":
+        out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
+                         "--lab", ("ebpf",)))
+    return out
+
+
+def _secure_boot_on() -> bool:
+    for f in Path("/sys/firmware/efi/efivars").glob("SecureBoot-*"):
+        try:
+            return f.read_bytes()[-1] == 1
+        except OSError:
+            return False
+    return False
+
+
+def lab_check() -> Check:
+    from . import lab
+    i = lab.info()
+    if i.get("usable"):
+        acc = i.get("accel") or {}
+        return Check("lab VM", OK, f"{i['release']} via virtme-ng, "
+                     f"{(acc.get('name') or '?').upper()} ({acc.get('reason', '')})", "", ())
+    missing = [w for w, ok in (("virtme-ng", i.get("vng")), ("qemu", i.get("qemu")),
+                               ("kernel+headers", i.get("headers"))) if not ok]
+    return Check("lab VM", MISSING, i.get("error") or f"missing {', '.join(missing)}",
+                 lab.SETUP_HINT, ())
+
+
+def verdict(backend: str, items: list[Check], lab_ok: bool) -> tuple[str, list[str]]:
+    """native / lab / unavailable, and the fixes for what is missing."""
+    missing = [c for c in items if backend in c.needed_by and c.status == MISSING]
+    if not missing:
+        return "native", []
+    fixes = [f"{c.name}: {c.fix}" for c in missing]
+    return ("lab" if lab_ok else "unavailable"), fixes

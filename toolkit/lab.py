@@ -1,0 +1,242 @@
+"""The lab: a throwaway VM running a stock distribution kernel, where both backends run.
+
+virtme-ng boots the lab kernel under QEMU with the host's root filesystem shared
+read-only, so the guest sees this checkout, its venv, the Debian kernel headers and
+python3-bpfcc exactly as installed on the host. Writes go to tmpfs overlays that vanish
+at exit, except the results directory, which is shared read-write so files written
+there in the guest are on the host afterwards.
+
+KVM is used only when it really starts a guest: /dev/kvm can exist while QEMU aborts
+on it (e.g. "failed to set MSR 0x10a" under nested virtualisation), so we try a tiny
+KVM boot first and fall back to TCG emulation, saying which.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import paths
+
+QEMU = "qemu-system-x86_64"
+# variables worth carrying into the guest (the guest starts with a clean environment)
+PASS_ENV = re.compile(r"^(CI|TOOLKIT_\w+|PYTEST_ADDOPTS|COLUMNS|LINES|TERM|NO_COLOR)$")
+IN_LAB_ENV = "TOOLKIT_IN_LAB"
+
+
+class LabError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+SETUP_HINT = "run `bin/setup` (as root) to install the lab kernel, headers, QEMU and virtme-ng"
+
+
+def in_lab() -> bool:
+    return os.environ.get(IN_LAB_ENV) == "1"
+
+
+def _release_of(vmlinuz: Path) -> str:
+    return vmlinuz.name.removeprefix("vmlinuz-")
+
+
+def has_headers(release: str) -> bool:
+    return (Path("/lib/modules") / release / "build" / "Makefile").exists()
+
+
+def find_kernel(explicit: str | None = None) -> Path:
+    """The lab kernel: $TOOLKIT_LAB_KERNEL, else the newest /boot/vmlinuz-* with headers."""
+    explicit = explicit or os.environ.get("TOOLKIT_LAB_KERNEL")
+    if explicit:
+        p = Path(explicit)
+        if not p.exists():
+            raise LabError(f"lab kernel {p} does not exist")
+        return p
+    candidates = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
+    with_headers = [p for p in candidates if has_headers(_release_of(p))]
+    if with_headers:
+        return with_headers[0]
+    if candidates:
+        raise LabError(f"no lab kernel has headers: found {', '.join(p.name for p in candidates)} "
+                       "but no /lib/modules/<release>/build for any",
+                       "install the matching pair: apt-get install linux-image-amd64 "
+                       "linux-headers-amd64 (or run `bin/setup`)")
+    raise LabError("no lab kernel installed in /boot", SETUP_HINT)
+
+
+def vng_path() -> str | None:
+    here = Path(sys.executable).parent / "vng"
+    if here.exists():
+        return str(here)
+    return shutil.which("vng")
+
+
+@dataclasses.dataclass
+class Accel:
+    name: str          # "kvm" or "tcg"
+    reason: str        # why (e.g. why KVM is not used)
+
+
+def probe_kvm(kernel: Path, timeout: float = 4.0) -> Accel:
+    """Try a tiny KVM boot of the lab kernel: if QEMU still runs after `timeout`
+    seconds (or exits cleanly after the kernel panics for lack of a root), KVM works."""
+    if not Path("/dev/kvm").exists():
+        return Accel("tcg", "no /dev/kvm")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accel("tcg", "/dev/kvm not accessible to this user")
+    qemu = shutil.which(QEMU)
+    if not qemu:
+        return Accel("tcg", f"{QEMU} not installed")
+    cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "128", "-display", "none",
+           "-nodefaults", "-no-user-config", "-no-reboot", "-kernel", str(kernel),
+           "-append", "panic=-1 console=none"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Accel("kvm", "KVM guest started")
+    if p.returncode == 0:
+        return Accel("kvm", "KVM guest started")
+    msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[0]
+    return Accel("tcg", f"/dev/kvm present but QEMU could not start a KVM guest: {msg}")
+
+
+def guest_script(cmd: list[str], cwd: str, env: dict[str, str]) -> str:
+    """Shell run inside the guest before CMD: make the guest usable for both backends."""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    return f"""\
+{exports}rel=$(uname -r)
+# BCC finds headers through /lib/modules/<release>/build and source; Debian splits the
+# headers into -amd64 and -common and the guest's view may lack the links: recreate them
+if [ ! -e /lib/modules/$rel/build ] && [ -d /usr/src/linux-headers-$rel ]; then
+  mkdir -p /lib/modules/$rel && ln -sfn /usr/src/linux-headers-$rel /lib/modules/$rel/build
+fi
+if [ ! -e /lib/modules/$rel/source ] && [ -d /usr/src/linux-headers-${{rel%-*}}-common ]; then
+  ln -sfn /usr/src/linux-headers-${{rel%-*}}-common /lib/modules/$rel/source
+fi
+# tracefs and debugfs for kprobe/tracepoint attachment and kprobe statistics
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
+ulimit -n 65536 2>/dev/null
+cd {shlex.quote(cwd)} || exit 125
+exec {shlex.join(cmd)}
+"""
+
+
+def build_command(cmd: list[str], *, kernel: Path, accel: Accel, cpus: int, memory: str,
+                  rwdirs: list[Path], cwd: str, env: dict[str, str]) -> list[str]:
+    vng = vng_path()
+    if not vng:
+        raise LabError("virtme-ng (vng) is not installed", SETUP_HINT)
+    args = [vng, "--run", str(kernel), "--cpus", str(cpus), "--memory", memory]
+    if accel.name != "kvm":
+        args.append("--disable-kvm")
+    for d in rwdirs:
+        args += ["--rwdir", str(d)]
+    args += ["--exec", guest_script(cmd, cwd, env)]
+    return args
+
+
+def guest_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if PASS_ENV.match(k)}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env[IN_LAB_ENV] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the checkout is read-only in the guest
+    return env
+
+
+def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
+        memory: str = "4G", results: Path | None = None, rwdirs: list[Path] = (),
+        cwd: str | None = None, timeout: float | None = None, quiet: bool = False) -> int:
+    """Boot the lab, run CMD, stream its output here, return its exit status."""
+    if not cmd:
+        raise LabError("no command given: toolkit lab run -- CMD [ARGS...]")
+    if in_lab():
+        raise LabError("already inside the lab VM")
+    kimg = find_kernel(kernel)
+    release = _release_of(kimg)
+    if not has_headers(release):
+        raise LabError(f"no headers for the lab kernel {release} at /lib/modules/{release}/build",
+                       f"apt-get install linux-headers-{release}")
+    accel = probe_kvm(kimg)
+    results = Path(results or paths.RESULTS_DIR).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    dirs = [results] + [Path(d).resolve() for d in rwdirs]
+    cpus = cpus or min(2, os.cpu_count() or 1)
+    cwd = cwd or os.getcwd()
+    argv = build_command(cmd, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
+                         rwdirs=dirs, cwd=cwd, env=guest_env())
+    log = (lambda *a: None) if quiet else (lambda msg: print(f"lab: {msg}", file=sys.stderr,
+                                                              flush=True))
+    log(f"booting {release} with {cpus} CPUs, {memory} under {accel.name.upper()}"
+        f" ({accel.reason}); results dir {results} is shared read-write")
+    t0 = time.monotonic()
+    # vng needs its own helpers (virtme-run) on PATH
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(argv[0]).parent}:{env.get('PATH', '')}"
+    # run from a neutral directory: vng inspects the cwd for a kernel source tree
+    # The guest's stdout and stderr arrive on vng's; read them through pipes and copy them
+    # here ourselves: handed a regular file, QEMU reopens it and overwrites from offset 0.
+    try:
+        proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise LabError(f"cannot start virtme-ng: {e}", SETUP_HINT) from None
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, True), daemon=True)]
+    for t in pumps:
+        t.start()
+    try:
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        log(f"timed out after {timeout:.0f} s; the VM was killed")
+        return 124
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        log("interrupted")
+        return 130
+    finally:
+        for t in pumps:
+            t.join(timeout=5)
+    log(f"exit status {status} after {time.monotonic() - t0:.1f} s")
+    return status
+
+
+def _pump(src, dst, strip_nul: bool = False) -> None:
+    """Copy a child's output to our stream as it comes (binary, unbuffered)."""
+    out = dst.buffer if hasattr(dst, "buffer") else dst
+    for chunk in iter(lambda: os.read(src.fileno(), 65536), b""):
+        if strip_nul:
+            chunk = chunk.replace(b"\0", b"")
+        try:
+            out.write(chunk)
+            out.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def info() -> dict:
+    """What the lab would use here (for `toolkit lab info` and `toolkit doctor`)."""
+    out: dict = {"vng": vng_path(), "qemu": shutil.which(QEMU)}
+    try:
+        k = find_kernel()
+        out["kernel"] = str(k)
+        out["release"] = _release_of(k)
+        out["headers"] = has_headers(out["release"])
+        out["accel"] = dataclasses.asdict(probe_kvm(k)) if out["qemu"] else None
+    except LabError as e:
+        out["error"] = str(e)
+    out["usable"] = bool(out.get("vng") and out.get("qemu") and out.get("headers"))
+    return out
