@@ -184,7 +184,14 @@ def get_backend(name: str, **options) -> Backend:
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}")
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise BackendError(f"the {name} backend cannot be loaded: {e}", LAB_HINT) from None
+    try:
+        return getattr(mod, cls)(**options)
+    except TypeError as e:  # an option this backend does not take
+        raise BackendError(f"{name} backend: {e}") from None
 
 
 def event_counters() -> dict[str, EventCounters]:
