@@ -320,16 +320,19 @@ def mem(backend, probe, uid, lab, fmt, sort, top):
     click.echo("\nsource: " + "; ".join(f"{k} from {v}" for k, v in snap.source.items()))
 
 
-def _register_optional():
-    """Subcommand groups that live in their own modules."""
-    try:
-        from .lkm_cli import lkm
-        main.add_command(lkm)
-    except ImportError:
-        pass
+def _register_subcommands():
+    """Command groups that live in their own modules: toolkit/<name>_cli.py exporting
+    COMMANDS (a list of click commands), or else a command called <name>.
+    Import errors are real bugs and propagate."""
+    import importlib
+    from pathlib import Path
+    for f in sorted(Path(__file__).parent.glob("*_cli.py")):
+        mod = importlib.import_module(f".{f.stem}", __package__)
+        for cmd in getattr(mod, "COMMANDS", None) or [getattr(mod, f.stem[:-len("_cli")])]:
+            main.add_command(cmd)
 
 
-_register_optional()
+_register_subcommands()
 
 if __name__ == "__main__":
     main()
