@@ -1,0 +1,179 @@
+"""One acceptance suite for every kernel backend (like Falco's driver tests run against
+either driver): the workload's children must come out exactly as its ledger says.
+
+The workload runs under its own uid and the backend filters on it, so the expected
+event counts are exact (no background noise in the lab VM).
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload  # noqa: E402
+
+from toolkit import schema  # noqa: E402
+from toolkit.backends.base import get_backend  # noqa: E402
+
+pytestmark = pytest.mark.kernel
+
+BACKENDS = ["lkm", "ebpf"]
+UID = 4242
+N, THREADS, MEM_MIB = 5, 3, 32
+# backend options: a normal buffer, and the smallest one (to force drops)
+NORMAL_OPTS = {"lkm": {"ring_size": 16384}, "ebpf": {}}
+TINY_OPTS = {"lkm": {"ring_size": 16}, "ebpf": {"buffer_pages": 1}}
+
+
+def capture(backend, read_while_running: bool = True, **kw):
+    """Run the workload as UID while reading; return (ledger, records of UID)."""
+    backend.drain(0.3)
+    proc = workload.start_as(UID, **kw)
+    records = []
+    while read_while_running and proc.poll() is None:
+        records.extend(backend.read(0.2))
+    ledger = workload.finish(proc)
+    records.extend(backend.drain(1.0))
+    return ledger, [r for r in records if r.uid == UID]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def captured(request):
+    b = get_backend(request.param, uid=UID, **NORMAL_OPTS[request.param])
+    b.start()
+    try:
+        ledger, records = capture(b, n=N, threads=THREADS, mem_mib=MEM_MIB)
+        stats = b.stats()
+    finally:
+        b.stop()
+    return request.param, ledger, records, stats
+
+
+def by_pid(records, ledger):
+    kids = {c["pid"] for c in ledger["children"]}
+    out = {pid: [] for pid in kids}
+    for r in records:
+        if r.tgid in out:
+            out[r.tgid].append(r)
+    return out
+
+
+def test_each_kind_exactly_n(captured):
+    _, ledger, records, _ = captured
+    per = by_pid(records, ledger)
+    counts = Counter()
+    for c in ledger["children"]:
+        for r in per[c["pid"]]:
+            counts[(c["kind"], r.event)] += 1
+    expected = Counter()
+    for kind in workload.KINDS:
+        expected[(kind, "fork")] = N
+        expected[(kind, "exit")] = N
+    expected[("exec", "exec")] = N
+    expected[("threads", "clone")] = N * THREADS
+    assert counts == expected
+
+
+def test_fork_exec_exit_fields(captured):
+    _, ledger, records, _ = captured
+    per = by_pid(records, ledger)
+    for c in ledger["children"]:
+        recs = per[c["pid"]]
+        fork = [r for r in recs if r.event == "fork"]
+        exits = [r for r in recs if r.event == "exit"]
+        assert len(fork) == 1 and len(exits) == 1, (c, recs)
+        f, e = fork[0], exits[0]
+        assert (f.pid, f.tgid, f.ppid, f.comm) == (c["pid"], c["pid"], ledger["pid"],
+                                                     c["fork_comm"]), (c, f)
+        assert (e.pid, e.tgid, e.ppid, e.comm) == (c["pid"], c["pid"], ledger["pid"],
+                                                     c["exit_comm"]), (c, e)
+        assert e.exit_code == c["status"], (c, e)
+        assert f.start_ns == e.start_ns and f.ts_ns <= e.ts_ns
+        assert abs(f.start_ns // 10_000_000 - c["start_ticks"]) <= 2, (c, f)
+        if c["kind"] == "exec":
+            (x,) = [r for r in recs if r.event == "exec"]
+            assert (x.pid, x.tgid, x.ppid, x.comm) == (c["pid"], c["pid"], ledger["pid"],
+                                                         "true")
+            assert f.ts_ns <= x.ts_ns <= e.ts_ns
+
+
+def test_threads_are_clone_not_fork(captured):
+    _, ledger, records, _ = captured
+    per = by_pid(records, ledger)
+    for c in ledger["children"]:
+        clones = [r for r in per[c["pid"]] if r.event == "clone"]
+        if c["kind"] != "threads":
+            assert clones == []
+            continue
+        assert sorted(r.pid for r in clones) == sorted(c["tids"])
+        for r in clones:
+            assert r.tgid == c["pid"] and r.pid != r.tgid and r.ppid == ledger["pid"]
+            assert r.comm == c["fork_comm"]
+    # a thread is never reported as a fork
+    tids = {t for c in ledger["children"] for t in c["tids"]}
+    assert not [r for r in records if r.event == "fork" and r.pid in tids]
+
+
+def test_rss_at_exit_matches_vmhwm(captured):
+    _, ledger, records, _ = captured
+    per = by_pid(records, ledger)
+    for c in ledger["children"]:
+        if c["kind"] != "mem":
+            continue
+        (e,) = [r for r in per[c["pid"]] if r.event == "exit"]
+        assert e.flags & schema.FLAGS["HAS_MM"]
+        assert e.rss_kib >= MEM_MIB * 1024, (c, e)
+        assert abs(e.rss_kib - c["vmhwm_kib"]) <= 0.10 * c["vmhwm_kib"], (c, e)
+        assert e.hiwater_rss_kib >= e.rss_kib
+
+
+def test_record_contract(captured):
+    """Every record has the schema's fields with sane types and values."""
+    _, ledger, records, _ = captured
+    assert records
+    for r in records:
+        assert isinstance(r, schema.Record)
+        for name in schema.FIELD_NAMES:
+            v = getattr(r, name)
+            ctype, count = schema.FIELD_CTYPES[name]
+            if count:
+                assert isinstance(v, str) and len(v.encode()) < count
+            else:
+                assert isinstance(v, int)
+                bits = 64 if ctype == "__u64" else 32
+                lo = -(1 << (bits - 1)) if ctype.startswith("__s") else 0
+                hi = (1 << (bits - 1)) if ctype.startswith("__s") else (1 << bits)
+                assert lo <= v < hi, (name, v)
+        assert r.event in schema.EVENT_BY_NAME
+        assert ledger["t0_ns"] - 30 * 10**9 <= r.ts_ns <= ledger["t1_ns"] + 5 * 10**9
+        assert 0 < r.start_ns <= r.ts_ns
+        assert r.pid > 0 and r.tgid > 0 and r.uid == UID and r.comm
+        if r.event != "exit":
+            assert r.rss_kib == r.hiwater_rss_kib == r.cpu_ns == r.exit_code == 0
+        if r.event in ("fork", "exec", "exit"):
+            assert r.pid == r.tgid
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_tiny_buffer_accounting(name):
+    b = get_backend(name, uid=UID, **TINY_OPTS[name])
+    b.start()
+    try:
+        b.drain(0.3)
+        b.reset_stats()
+        ledger, records = capture(b, read_while_running=False, n=N, threads=THREADS,
+                                  mem_mib=4)
+        stats = b.stats()
+    finally:
+        b.stop()
+    generated = Counter(workload.expected_events(ledger)) + Counter(workload.OWN_EVENTS)
+    for ev, c in stats.events.items():
+        assert c.seen == c.filtered + c.delivered + c.dropped, (ev, c)
+        assert c.delivered + c.dropped == generated[ev], (ev, c, generated)
+    delivered = sum(c.delivered for c in stats.events.values())
+    assert stats.dropped > 0, "the tiny buffer should have overflowed"
+    assert len(records) == delivered
+    assert stats.read_lost == 0
