@@ -1,0 +1,352 @@
+"""The bench run: interleaved rounds (none, each backend, none, ...), reconciliation,
+metrics and the run directory.
+
+One round runs the storm once with nothing attached and once under each backend. A
+backend is attached (start) just before its storm and detached (stop) right after, so
+a storm with nothing attached really has nothing attached; the eBPF backend keeps its
+compiled programs in this process, so only the first start compiles (a warm-up before
+the first round). While the storm runs the harness reads records and stamps each batch
+with time.monotonic_ns() when read() returns: the receipt time for latency.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import schema
+from ..backends import BackendError, get_backend
+from . import SCHEMA_VERSION, metrics
+from .environment import environment
+from .ledger import EVENT_FIELDS, LEDGER_FIELDS, event_row, read_ledger
+from .reconcile import TYPES, reconcile
+from .workload import StormParams, WorkloadError, build, parse_summary
+
+NONE = "none"
+
+
+class BenchError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclasses.dataclass
+class BackendSpec:
+    label: str                 # column name: lkm, ebpf, ebpf:tracepoint, ps@0.1s
+    name: str                  # registry name
+    options: dict
+    interval: float | None = None
+
+    @property
+    def poll(self) -> bool:
+        return self.name == "ps"
+
+
+def fmt_interval(s: float) -> str:
+    return f"ps@{s:g}s"
+
+
+def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list[float],
+               ring_size: int | None = None, buffer_pages: int | None = None,
+               transport: str | None = None) -> list[BackendSpec]:
+    specs = []
+    for b in backends:
+        if b == "lkm":
+            specs.append(BackendSpec("lkm", "lkm", {"ring_size": ring_size} if ring_size else {}))
+        elif b == "ebpf":
+            for probe in probes or [None]:
+                opts = {k: v for k, v in (("probe", probe), ("buffer_pages", buffer_pages),
+                                          ("transport", transport)) if v}
+                label = "ebpf" if probe in (None, "kprobe") else f"ebpf:{probe}"
+                specs.append(BackendSpec(label, "ebpf", opts))
+        elif b == "ps":
+            for iv in ps_intervals:
+                specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
+        else:
+            raise BenchError(f"unknown backend {b!r}")
+    return specs
+
+
+@dataclasses.dataclass
+class StormRun:
+    label: str
+    lifetime_ms: int
+    round: int
+    summary: dict                    # forkstorm's JSON line
+    rows: list
+    events: list                     # (receipt_ns, Record)
+    stats: dict | None = None
+    cpu_s: float = 0.0
+    period_s: float | None = None
+
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Harness:
+    def __init__(self, specs: list[BackendSpec], storm: StormParams, lifetimes: list[int],
+                 repeat: int, out_dir: Path, parameters: dict, log=_log):
+        self.specs, self.storm, self.lifetimes = specs, storm, lifetimes
+        self.repeat, self.out_dir, self.parameters, self.log = repeat, out_dir, parameters, log
+        self.backends: dict[str, object] = {}
+        self.runs: list[StormRun] = []
+        self.work = out_dir / ".work"
+
+    # ---------------------------------------------------------------- backends
+    def _backend(self, spec: BackendSpec):
+        if spec.poll:   # a fresh poller each round: its first poll is the baseline
+            return get_backend(spec.name, **spec.options)
+        b = self.backends.get(spec.label)
+        if b is None:
+            b = self.backends[spec.label] = get_backend(spec.name, **spec.options)
+        return b
+
+    def warm_up(self) -> None:
+        """Start and stop each kernel backend once: builds and compiles happen here, not
+        inside a measured round, and a backend that cannot run fails before any storm."""
+        for spec in self.specs:
+            if spec.poll:
+                continue
+            self.log(f"{spec.label}: attaching once to build/compile"
+                     + (" (BCC compile: ~25 s under TCG)" if spec.name == "ebpf" else ""))
+            t0 = time.monotonic()
+            b = self._backend(spec)
+            b.start()
+            b.stop()
+            self.log(f"{spec.label}: ready in {time.monotonic() - t0:.1f} s")
+
+    # ---------------------------------------------------------------- one storm
+    def storm_once(self, spec: BackendSpec | None, lifetime_ms: int, rnd: int,
+                   bins) -> StormRun:
+        params = dataclasses.replace(self.storm, lifetime_ms=lifetime_ms)
+        label = spec.label if spec else NONE
+        ledger = self.work / f"ledger-{label}-{lifetime_ms}-{rnd}.csv"
+        b = self._backend(spec) if spec else None
+        events: list = []
+        stats = None
+        cpu = 0.0
+        period = None
+        if b is not None:
+            b.start()
+            b.reset_stats()
+        t_start = time.monotonic()
+        cpu0 = _cpu_self()
+        try:
+            proc = subprocess.Popen(params.argv(bins, ledger), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        except OSError as e:
+            if b is not None:
+                b.stop()
+            raise WorkloadError(f"cannot run forkstorm: {e}") from None
+        try:
+            if b is None:
+                out, err = proc.communicate()
+            else:
+                while proc.poll() is None:
+                    got = b.read(0.05)
+                    now = time.monotonic_ns()
+                    events.extend((now, r) for r in got)
+                self._drain(b, spec, events)
+                out, err = proc.communicate()
+                cpu = _cpu_self() - cpu0
+                st = b.stats()
+                stats = st.as_dict()
+                if spec.poll:
+                    extra = st.extra or {}
+                    cpu += float(extra.get("ps_cpu_s", 0.0))
+                    polls = int(extra.get("polls", 0))
+                    dur = time.monotonic() - t_start
+                    period = max(spec.interval, dur / polls) if polls else spec.interval
+        finally:
+            if b is not None:
+                b.stop()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:
+            raise WorkloadError(f"forkstorm exited with status {proc.returncode}: "
+                                f"{err.strip()[-500:]}")
+        summary = parse_summary(out)
+        rows = read_ledger(ledger)
+        return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period)
+
+    def _drain(self, b, spec: BackendSpec, events: list) -> None:
+        """After the storm: ps needs one more poll to notice the last exits; a kernel
+        backend is read until it has nothing more for 0.3 s (at most 10 s)."""
+        if spec.poll:
+            got = b.read(spec.interval + 0.5)
+            now = time.monotonic_ns()
+            events.extend((now, r) for r in got)
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = b.read(0.3)
+            now = time.monotonic_ns()
+            if not got:
+                return
+            events.extend((now, r) for r in got)
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(exist_ok=True)
+        self.log(f"run directory {self.out_dir}")
+        bins = build()
+        self.warm_up()
+        order = [None] + self.specs
+        total = len(self.lifetimes) * self.repeat * len(order)
+        n = 0
+        t_run = time.monotonic()
+        for lt in self.lifetimes:
+            for rnd in range(self.repeat):
+                for spec in order:
+                    n += 1
+                    r = self.storm_once(spec, lt, rnd, bins)
+                    self.runs.append(r)
+                    self.log(self._progress(n, total, r))
+        self.log(f"{n} storms in {time.monotonic() - t_run:.0f} s; reconciling")
+        summary = self.summarize()
+        self.write(summary)
+        return summary
+
+    def _progress(self, n: int, total: int, r: StormRun) -> str:
+        s = r.summary
+        msg = (f"[{n}/{total}] lifetime {r.lifetime_ms} ms, round {r.round + 1}: "
+               f"{r.label:>9}  {s['count']} children in {s['elapsed_s']:.2f} s "
+               f"({s['forks_per_s']:.0f} forks/s)")
+        if r.label != NONE:
+            msg += f", {len(r.events)} records"
+            if r.stats and r.stats.get("dropped"):
+                msg += f", {r.stats['dropped']} dropped"
+        return msg
+
+    def _reconcile(self, r: StormRun, spec: BackendSpec):
+        return reconcile(r.rows, r.events, poll=spec.poll, period_s=r.period_s or 1.0,
+                         storm_pid=r.summary["pid"], exclude_pids={r.summary["pid"], os.getpid()})
+
+    def summarize(self) -> dict:
+        specs = {s.label: s for s in self.specs}
+        recon = {}
+        for i, r in enumerate(self.runs):
+            if r.label != NONE:
+                recon[i] = self._reconcile(r, specs[r.label])
+        self._recon = recon
+        base = {(r.lifetime_ms, r.round): r.summary["forks_per_s"]
+                for r in self.runs if r.label == NONE}
+
+        def caps_of(label, lifetime=None):
+            return [metrics.Capture(recon[i], poll=specs[label].poll, stats=r.stats,
+                                    cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s)
+                    for i, r in enumerate(self.runs)
+                    if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)]
+
+        backends = {}
+        for spec in self.specs:
+            mine = [r for r in self.runs if r.label == spec.label]
+            att = {(r.lifetime_ms, r.round): r.summary["forks_per_s"] for r in mine}
+            m = metrics.backend_metrics(caps_of(spec.label), metrics.slowdowns(base, att),
+                                        [r.summary["forks_per_s"] for r in mine])
+            backends[spec.label] = {"backend": spec.name, "options": spec.options, **m}
+        sweep = []
+        for lt in self.lifetimes:
+            entry = {"lifetime_ms": lt, "backends": {}}
+            for spec in self.specs:
+                m = metrics.backend_metrics(caps_of(spec.label, lt))
+                e = {"capture": m["capture"], "dropped": m["dropped"]}
+                if spec.poll:
+                    e["predicted_fork_capture"] = m["ps_model"]["predicted_fork_capture"]
+                entry["backends"][spec.label] = e
+            sweep.append(entry)
+        all_rows = [row for r in self.runs for row in r.rows]
+        truth = metrics_truth(self.runs)
+        none_tput = [r.summary["forks_per_s"] for r in self.runs if r.label == NONE]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment(self.parameters),
+            "truth": truth,
+            "baseline": {"forks_per_s": metrics._r(metrics.median(none_tput), 1),
+                         "storms": len(none_tput)},
+            "backends": backends,
+            "sweep": sweep,
+            "runs": [self._run_entry(i, r) for i, r in enumerate(self.runs)],
+            "children": len(all_rows),
+        }
+
+    def _run_entry(self, i: int, r: StormRun) -> dict:
+        e = {"backend": r.label, "lifetime_ms": r.lifetime_ms, "round": r.round,
+             "storm_pid": r.summary["pid"], "children": len(r.rows),
+             "forks_per_s": r.summary["forks_per_s"], "elapsed_s": r.summary["elapsed_s"],
+             "kernel_forks": r.summary["kernel_forks_after"] - r.summary["kernel_forks_before"]}
+        if r.label != NONE:
+            rc = self._recon[i]
+            e.update(records=len(r.events), cpu_s=round(r.cpu_s, 4),
+                     captured={t: rc.captured(t) for t in TYPES}, truth=rc.truth,
+                     dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s)
+        return e
+
+    # ---------------------------------------------------------------- files
+    def write(self, summary: dict) -> None:
+        d = self.out_dir
+        with open(d / "ledger.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["backend", "lifetime_ms", "round", "storm_pid", *LEDGER_FIELDS,
+                        "seen_fork", "seen_exec", "seen_exit"])
+            for i, r in enumerate(self.runs):
+                rc = self._recon.get(i)
+                for row in r.rows:
+                    seen = rc.seen_flags(row) if rc else {}
+                    w.writerow([r.label, r.lifetime_ms, r.round, r.summary["pid"],
+                                *(getattr(row, k) for k in LEDGER_FIELDS),
+                                *(seen.get(f"seen_{t}", "") for t in TYPES)])
+        for spec in self.specs:
+            with open(d / f"events-{spec.label}.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["lifetime_ms", "round", "storm_pid", *EVENT_FIELDS])
+                for r in self.runs:
+                    if r.label == spec.label:
+                        for receipt, rec in r.events:
+                            w.writerow([r.lifetime_ms, r.round, r.summary["pid"],
+                                        *event_row(receipt, rec)])
+        (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        from .. import report
+        report.write_report(d, summary)
+        for f in self.work.glob("*"):
+            f.unlink()
+        self.work.rmdir()
+
+
+def metrics_truth(runs: list[StormRun]) -> dict:
+    rows = [row for r in runs for row in r.rows]
+    return {"forks": sum(1 for x in rows if x.pid > 0),
+            "execs": sum(1 for x in rows if x.exec_ok),
+            "exits": sum(1 for x in rows if x.pid > 0),
+            "kernel_forks": sum(r.summary["kernel_forks_after"] - r.summary["kernel_forks_before"]
+                                for r in runs),
+            "kernel_forks_expected": sum(1 + x.threads for x in rows),
+            "storms": len(runs)}
+
+
+def default_out_dir(results: Path, out: str | None) -> Path:
+    if out and ("/" in out or out in (".", "..")):
+        return Path(out).resolve()
+    name = out or dt.datetime.now().strftime("forkstorm-%Y%m%d-%H%M%S")
+    return results / name
+
+
+__all__ = ["Harness", "BackendSpec", "make_specs", "BenchError", "BackendError",
+           "default_out_dir", "schema"]

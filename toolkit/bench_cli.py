@@ -1,0 +1,207 @@
+"""`toolkit bench forkstorm` and `toolkit report`: the product's main job.
+
+Heavy imports (the harness, tabulate, matplotlib) happen inside the commands.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .cli import ToolkitError, fail_from, rerun_in_lab
+
+DEFAULT_BACKENDS = "lkm,ebpf,ps"
+PROBES = ("kprobe", "tracepoint", "fentry")
+
+
+def _floats(text: str, what: str, positive: bool = True) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}",
+                                 param_hint=what) from None
+    if not vals or any((v <= 0 if positive else v < 0) for v in vals):
+        raise click.BadParameter(f"values must be {'> 0' if positive else '>= 0'}: {text!r}",
+                                 param_hint=what)
+    return vals
+
+
+def _ints(text: str, what: str) -> list[int]:
+    vals = _floats(text, what, positive=False)
+    if any(v != int(v) for v in vals):
+        raise click.BadParameter(f"whole numbers expected: {text!r}", param_hint=what)
+    return [int(v) for v in vals]
+
+
+def _names(text: str, allowed, what: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise click.BadParameter(f"unknown {', '.join(bad) or '(none)'}; choose from "
+                                 f"{', '.join(allowed)}", param_hint=what)
+    return list(dict.fromkeys(names))
+
+
+def _needs_lab(backends: list[str]) -> str | None:
+    """Why the kernel backends cannot run on this kernel (None: they can)."""
+    from . import lab as L
+    if L.in_lab():
+        return None
+    kernel = [b for b in backends if b in ("lkm", "ebpf")]
+    if not kernel:
+        return None
+    from . import doctor as d
+    items = d.checks(mount=False)
+    for b in kernel:
+        v, fixes = d.verdict(b, items, lab_ok=True)
+        if v != "native":
+            return f"{b} cannot run on this kernel ({fixes[0] if fixes else 'see toolkit doctor'})"
+    return None
+
+
+@click.group()
+def bench():
+    """Benchmarks: a workload with a ground truth, run under each backend."""
+
+
+@bench.command()
+@click.option("--backend", "backends", default=DEFAULT_BACKENDS, show_default=True,
+              help="Comma-separated backends under test (lkm, ebpf, ps).")
+@click.option("--probe", default="kprobe", show_default=True,
+              help="eBPF hook variant(s), comma-separated: kprobe, tracepoint, fentry; "
+                   "each is its own column.")
+@click.option("--ps-interval", default="0.1,1", show_default=True,
+              help="ps polling interval(s) in seconds, comma-separated; each is a column "
+                   "(ps@0.1s, ps@1s).")
+@click.option("--count", type=click.IntRange(1), default=300, show_default=True,
+              help="Children per storm.")
+@click.option("--rate", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Forks per second (0: as fast as possible).")
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=4, show_default=True,
+              help="Children alive at once, at most.")
+@click.option("--lifetime", default="0", show_default=True,
+              help="Child lifetime in ms (0: exit at once); a comma list sweeps "
+                   "(0,1,10,100,1000) and draws capture-vs-lifetime.png.")
+@click.option("--exec", "exec_all", is_flag=True, help="Every child execs the helper tk-child.")
+@click.option("--exec-every", type=click.IntRange(0), default=10, show_default=True,
+              help="Every K-th child execs tk-child (0: none); --exec means 1.")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="Threads each child starts (and joins) before exiting.")
+@click.option("--alloc-mib", type=click.IntRange(0, 4096), default=2, show_default=True,
+              help="MiB each child allocates and touches (so RSS at exit means something).")
+@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
+              help="Interleaved rounds (none, each backend) for the overhead CI.")
+@click.option("--ring-size", type=click.IntRange(1), default=None,
+              help="lkm ring size in records (small: provoke and count drops).")
+@click.option("--buffer-pages", type=click.IntRange(1), default=None,
+              help="ebpf ring/perf buffer pages, a power of two (small: provoke drops).")
+@click.option("--transport", type=click.Choice(["auto", "ringbuf", "perf"]), default=None,
+              help="ebpf transport (default auto).")
+@click.option("--out", default=None,
+              help="Run directory: a name under results/ (default forkstorm-<timestamp>), "
+                   "or a path.")
+@click.option("--lab/--native", "where", default=None,
+              help="Run in the lab VM / on this kernel. Default: natively when every "
+                   "requested backend can run here, else in the lab (said on stderr).")
+def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, exec_all,
+              exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages, transport, out,
+              where):
+    """Fork storm with a ground-truth ledger, under each backend, side by side.
+
+    Each round runs the storm with nothing attached, then under each backend in turn;
+    records are matched to the ledger by (pid, start time). Prints progress on stderr,
+    then the table; writes ledger.csv, events-<backend>.csv, summary.json, report.md
+    (and capture-vs-lifetime.png for a --lifetime sweep) to the run directory.
+    """
+    from . import lab as L
+    from . import paths
+    names = _names(backends, ("lkm", "ebpf", "ps"), "--backend")
+    probes = _names(probe, PROBES, "--probe")
+    intervals = _floats(ps_interval, "--ps-interval")
+    lifetimes = _ints(lifetime, "--lifetime")
+    if buffer_pages and buffer_pages & (buffer_pages - 1):
+        raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
+    out_dir_guess = None
+    if out and ("/" in out):
+        out_dir_guess = os.path.abspath(out)
+    if not L.in_lab():
+        reason = "--lab given" if where is True else None
+        if where is None:
+            reason = _needs_lab(names)
+        if reason:
+            if out_dir_guess and not out_dir_guess.startswith(str(paths.RESULTS_DIR) + "/"):
+                raise ToolkitError(f"--out {out}: in the lab only results/ is shared with "
+                                   "this machine", "give --out a name (a directory under "
+                                   "results/) or a path inside results/")
+            rerun_in_lab(f" ({reason})")
+    from .bench import harness as H
+    from .bench.workload import StormParams, WorkloadError
+    from .backends import BackendError
+    params = {"backends": names, "probes": probes, "ps_intervals": intervals, "count": count,
+              "rate": rate, "concurrency": concurrency, "lifetime_ms": lifetimes,
+              "exec_every": 1 if exec_all else exec_every, "threads": threads,
+              "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
+              "buffer_pages": buffer_pages, "transport": transport,
+              "argv": sys.argv[1:]}
+    storm = StormParams(count=count, rate=rate, concurrency=concurrency,
+                        exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
+    out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
+    try:
+        specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
+                             buffer_pages=buffer_pages, transport=transport)
+        h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params)
+        summary = h.run()
+    except (BackendError, WorkloadError, H.BenchError) as e:
+        fail_from(e)
+    except OSError as e:
+        raise ToolkitError(f"bench: {e}") from None
+    _show(summary, out_dir)
+
+
+def _show(summary: dict, run_dir) -> None:
+    from . import report as R
+    click.echo(R.headline(summary))
+    click.echo()
+    click.echo(R.table(summary))
+    sw = R.sweep_table(summary)
+    if sw:
+        click.echo()
+        click.echo(sw)
+    for f in R.flags(summary):
+        click.echo(f"flag: {f}")
+    click.echo(f"\nrun directory: {run_dir}")
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--markdown", is_flag=True, help="Print report.md instead of the table.")
+def report(runs, markdown):
+    """Re-render a saved bench run (table and report.md), or compare two: DIR1 DIR2."""
+    from pathlib import Path
+
+    from . import report as R
+    if len(runs) > 2:
+        raise click.UsageError("give one run directory, or two to compare")
+    try:
+        loaded = [R.load(r) for r in runs]
+    except R.ReportError as e:
+        fail_from(e)
+    if len(loaded) == 2:
+        click.echo(R.compare(loaded[0], loaded[1], Path(runs[0]).name, Path(runs[1]).name))
+        return
+    s, d = loaded[0], Path(runs[0])
+    d = d if d.is_dir() else d.parent
+    if markdown:
+        click.echo(R.markdown(s))
+        return
+    try:
+        R.write_report(d, s)
+        where = f"report.md re-rendered in {d}"
+    except OSError as e:
+        where = f"report.md not rewritten ({e.strerror})"
+    _show(s, d)
+    click.echo(where)
+
+
+COMMANDS = [bench, report]

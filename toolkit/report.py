@@ -1,0 +1,250 @@
+"""Render a bench run directory: the side-by-side table, report.md and the sweep plot.
+
+`toolkit report DIR` re-renders a saved run from its summary.json (the table printed at
+the end of the run, and report.md); `toolkit report DIR1 DIR2` compares two runs. Runs
+whose schema_version is not known here are refused, as pyperf does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+KNOWN_SCHEMA_VERSIONS = (1,)
+
+
+class ReportError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+def load(run_dir: Path | str) -> dict:
+    d = Path(run_dir)
+    f = d / "summary.json" if d.is_dir() else d
+    if not f.exists():
+        raise ReportError(f"{d}: no summary.json here; is this a `toolkit bench` run directory?")
+    try:
+        s = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{f}: not readable JSON ({e})") from None
+    v = s.get("schema_version") if isinstance(s, dict) else None
+    if v not in KNOWN_SCHEMA_VERSIONS:
+        raise ReportError(f"{f}: schema_version {v!r} is not one this toolkit knows "
+                          f"({', '.join(map(str, KNOWN_SCHEMA_VERSIONS))})",
+                          "re-render it with the toolkit version that wrote it")
+    return s
+
+
+# ---------------------------------------------------------------- cells
+def _pct(x, nd=1):
+    return "-" if x is None else f"{x * 100:.{nd}f}%"
+
+
+def _num(x, fmt="{:.2f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def _range(d, a, b, fmt="{:.2f}"):
+    if not d or d.get(a) is None:
+        return "-"
+    return f"{fmt.format(d[a])} / {fmt.format(d[b])}"
+
+
+def _overhead(o):
+    if not o or o.get("median") is None:
+        return "-"
+    return f"{o['median']:+.1f}% [{o['ci95_low']:+.1f}, {o['ci95_high']:+.1f}]"
+
+
+def _misses(b):
+    m = b.get("missed", {})
+    return "/".join(str(m.get(t, 0)) for t in ("fork", "exec", "exit"))
+
+
+def _never_seen(b):
+    ns = b.get("never_seen", 0)
+    if b.get("backend") == "ps":
+        return f"{ns} (polling)"
+    return f"{ns} !" if ns else "0"
+
+
+ROWS = [
+    ("capture fork", lambda b: _pct(b["capture"]["fork"])),
+    ("capture exec", lambda b: _pct(b["capture"]["exec"])),
+    ("capture exit", lambda b: _pct(b["capture"]["exit"])),
+    ("ps model: fork capture", lambda b: _pct((b.get("ps_model") or {})
+                                              .get("predicted_fork_capture"))),
+    ("missed fork/exec/exit", _misses),
+    ("counted drops", lambda b: str(b.get("dropped", 0))),
+    ("never seen (not a drop)", _never_seen),
+    ("exit code agrees", lambda b: _pct(b.get("exit_code_agreement"))),
+    ("RSS err % vs VmRSS p50/p95", lambda b: _range(b.get("rss_error_pct"), "median", "p95",
+                                                    "{:.1f}")),
+    ("peak err % vs VmHWM p50/p95", lambda b: _range(b.get("peak_rss_error_pct"), "median",
+                                                     "p95", "{:.1f}")),
+    ("latency ms p50/p99", lambda b: _range(b.get("latency_ms"), "p50", "p99")),
+    ("storm forks/s (median)", lambda b: _num(b.get("forks_per_s"), "{:.0f}")),
+    ("slowdown % [95% CI]", lambda b: _overhead(b.get("overhead_pct"))),
+    ("collector CPU s / 1k events", lambda b: _num(b.get("cpu_s_per_1k_events"), "{:.3f}")),
+    ("in-kernel ns / event", lambda b: _num(b.get("ns_per_event"), "{:.0f}")),
+    ("records received", lambda b: str(b.get("records", 0))),
+]
+
+
+def table_rows(s: dict) -> tuple[list[str], list[list[str]]]:
+    labels = list(s["backends"])
+    rows = []
+    for name, fn in ROWS:
+        cells = []
+        for lb in labels:
+            try:
+                cells.append(fn(s["backends"][lb]))
+            except (KeyError, TypeError):
+                cells.append("-")
+        if name.startswith("ps model") and all(c == "-" for c in cells):
+            continue
+        rows.append([name, *cells])
+    return ["metric", *labels], rows
+
+
+def table(s: dict, fmt: str = "simple") -> str:
+    from tabulate import tabulate
+    headers, rows = table_rows(s)
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True,
+                    colalign=["left"] + ["right"] * (len(headers) - 1))
+
+
+def headline(s: dict) -> str:
+    e, t, p = s["environment"], s["truth"], s["environment"]["parameters"]
+    return (f"kernel {e['kernel_release']} ({e['virtualization']}, {e['cpus']} CPUs); "
+            f"{t['storms']} storms, {t['forks']} children ({t['execs']} exec'd), "
+            f"lifetime {p.get('lifetime_ms')} ms, concurrency {p.get('concurrency')}, "
+            f"repeat {p.get('repeat')}; baseline {s['baseline']['forks_per_s']} forks/s")
+
+
+def flags(s: dict) -> list[str]:
+    """Things a reader must not miss: unexplained misses, drop/miss mismatches."""
+    out = []
+    for lb, b in s["backends"].items():
+        if b.get("backend") == "ps":
+            continue
+        if b.get("never_seen"):
+            out.append(f"{lb}: {b['never_seen']} events missed that no drop counter explains")
+        elif sum(b.get("missed", {}).values()) != b.get("dropped", 0):
+            out.append(f"{lb}: misses {sum(b['missed'].values())} != counted drops "
+                       f"{b['dropped']} (drops of other processes' events, or double counting)")
+        if any(b.get("unmatched", {}).values()):
+            out.append(f"{lb}: records of storm children matching no ledger row: "
+                       f"{b['unmatched']}")
+    return out
+
+
+def sweep_table(s: dict, fmt: str = "simple") -> str | None:
+    sw = s.get("sweep") or []
+    if len(sw) < 2:
+        return None
+    from tabulate import tabulate
+    labels = list(s["backends"])
+    rows = []
+    for e in sw:
+        row = [e["lifetime_ms"]]
+        for lb in labels:
+            b = e["backends"].get(lb, {})
+            cell = _pct(b.get("capture", {}).get("fork"))
+            if "predicted_fork_capture" in b:
+                cell += f" (model {_pct(b['predicted_fork_capture'])})"
+            row.append(cell)
+        rows.append(row)
+    return tabulate(rows, headers=["lifetime ms: fork capture", *labels], tablefmt=fmt,
+                    disable_numparse=True)
+
+
+def markdown(s: dict) -> str:
+    e = s["environment"]
+    p = e["parameters"]
+    lines = ["# toolkit bench forkstorm", "", headline(s), "",
+             table(s, "github"), ""]
+    sw = sweep_table(s, "github")
+    if sw:
+        lines += ["## Capture vs child lifetime", "", sw, "",
+                  "![capture vs lifetime](capture-vs-lifetime.png)", ""]
+    fl = flags(s)
+    lines += ["## Flags", ""] + ([f"- {f}" for f in fl] or ["- none: every miss of a kernel "
+                                                             "backend is a counted drop"]) + [""]
+    lines += ["## How to read this", "",
+              "- capture = ledger children whose event the backend reported / ledger children "
+              "(a process is (pid, start time); see toolkit/bench/reconcile.py).",
+              "- never seen = misses not explained by the backend's own drop counters "
+              "(for ps: everything that lived between two polls).",
+              "- ps model = mean over children of min(1, visible lifetime / poll period); "
+              "visible from fork to exit (a zombie has no mm and ps shows VSZ 0).",
+              "- RSS error compares the exit record's RSS with the child's own VmRSS read just "
+              "before _exit; peak with VmHWM. ps reports the RSS of its last poll.",
+              "- latency: kernel backends from the record's ts_ns to the harness's receipt "
+              "(time.monotonic_ns() when read() returns); ps from the ledger's fork/exit time.",
+              "- slowdown: 1 - forks/s with the backend attached / forks/s with nothing "
+              "attached in the same round; median over rounds, 95% bootstrap CI.",
+              "- collector CPU: the harness process's CPU while capturing (plus its ps "
+              "children) per 1,000 records received; in-kernel ns: hook time / hook runs.",
+              "", "## Environment", "",
+              *(f"- {k}: {v}" for k, v in e.items() if k != "parameters"),
+              "", "## Parameters", "",
+              *(f"- {k}: {v}" for k, v in p.items()), ""]
+    return "\n".join(lines)
+
+
+def plot_sweep(s: dict, path: Path) -> bool:
+    sw = s.get("sweep") or []
+    if len(sw) < 2:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    xs = [e["lifetime_ms"] for e in sw]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for lb in s["backends"]:
+        ys = [(e["backends"].get(lb, {}).get("capture", {}).get("fork") or 0) * 100 for e in sw]
+        line, = ax.plot(xs, ys, marker="o", label=f"{lb} measured")
+        if any("predicted_fork_capture" in e["backends"].get(lb, {}) for e in sw):
+            ps = [(e["backends"][lb].get("predicted_fork_capture") or 0) * 100 for e in sw]
+            ax.plot(xs, ps, linestyle="--", color=line.get_color(), label=f"{lb} model")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("child lifetime (ms)")
+    ax.set_ylabel("forks captured (%)")
+    ax.set_ylim(-3, 103)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"capture vs lifetime ({s['environment']['virtualization']}, "
+                 f"{s['environment']['kernel_release']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dir: Path, s: dict) -> None:
+    plot_sweep(s, run_dir / "capture-vs-lifetime.png")
+    (run_dir / "report.md").write_text(markdown(s))
+
+
+# ---------------------------------------------------------------- compare
+def compare(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
+    from tabulate import tabulate
+    ha, ra = table_rows(a)
+    hb, rb = table_rows(b)
+    labels = [lb for lb in ha[1:] if lb in hb[1:]] + \
+        [lb for lb in ha[1:] if lb not in hb[1:]] + [lb for lb in hb[1:] if lb not in ha[1:]]
+    ma = {r[0]: dict(zip(ha[1:], r[1:])) for r in ra}
+    mb = {r[0]: dict(zip(hb[1:], r[1:])) for r in rb}
+    metrics_order = [r[0] for r in ra] + [r[0] for r in rb if r[0] not in ma]
+    rows = []
+    for m in metrics_order:
+        row = [m]
+        for lb in labels:
+            x, y = ma.get(m, {}).get(lb, "-"), mb.get(m, {}).get(lb, "-")
+            row.append(x if x == y else f"{x} → {y}")
+        rows.append(row)
+    head = (f"{name_a}: {headline(a)}\n{name_b}: {headline(b)}\n"
+            f"cells: {name_a} → {name_b} where they differ\n\n")
+    return head + tabulate(rows, headers=["metric", *labels], tablefmt="simple",
+                           disable_numparse=True)
