@@ -1,0 +1,576 @@
+"""The eBPF backend: BCC programs (ebpf/lifecycle.c) producing struct tk_record.
+
+Options (all keyword arguments of ``EbpfBackend`` / ``get_backend("ebpf", ...)``):
+
+``probe``        kprobe (default) | tracepoint | fentry.  kprobe attaches to the
+                 functions the kernel module probes (wake_up_new_task,
+                 setup_new_exec, do_exit), so the two backends measure the same
+                 hook points and differ only in the handler machinery; it also
+                 needs nothing but CONFIG_KPROBES.  tracepoint uses
+                 sched:sched_process_fork/exec (as raw tracepoints, for the task
+                 pointers) and the do_exit kprobe for exit (sched_process_exit fires
+                 after exit_mm() on 6.1, when RSS is gone).  fentry uses BPF
+                 trampolines on the three functions (needs BTF).
+``transport``    auto (default: ringbuf on >= 5.8, else perf) | ringbuf | perf.
+``buffer_pages`` pages of the BPF ring buffer (total), or of each CPU's perf
+                 buffer; a power of two.  Default 256 (ringbuf) / 64 (perf).
+``uid``          deliver only records of this real uid (filtered in the kernel).
+
+Loss accounting: per event type the programs count seen / filtered / delivered /
+dropped in a per-CPU array (seen == filtered + delivered + dropped); a failed ring
+buffer reservation or perf output is a drop.  Perf's own PERF_RECORD_LOST
+notifications (lost_cb) count the same losses again and are reported as
+``lost_in_transport``.  Per-program run count and time come from
+kernel.bpf_stats_enabled (switched on while the backend runs, restored on stop)
+via /proc/self/fdinfo/<prog fd>.
+
+A BCC compile takes ~25-50 s under QEMU TCG, so compiled modules are kept per
+(cflags) in this process and reused by later backends with the same transport and
+buffer size (probes detached, counters re-based, stale records discarded).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import dataclasses
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from .. import schema
+from ..paths import EBPF_DIR, INCLUDE_DIR
+from . import base
+
+SOURCE = EBPF_DIR / "lifecycle.c"
+PROBES = ("kprobe", "tracepoint", "fentry")
+TRANSPORTS = ("auto", "ringbuf", "perf")
+DEFAULT_PAGES = {"ringbuf": 256, "perf": 64}
+KINDS = ("seen", "filtered", "delivered", "dropped")   # order of TK_SEEN.. in tk_common.h
+NKINDS = len(KINDS)
+STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+RINGBUF_MIN_KERNEL = (5, 8)
+
+# per probe variant: (attach kind, kernel function / tracepoint, BPF function)
+HOOKS = {
+    "kprobe": [("kprobe", "wake_up_new_task", "kp_wake_up_new_task"),
+               ("kprobe", "setup_new_exec", "kp_setup_new_exec"),
+               ("kprobe", "do_exit", "kp_do_exit")],
+    "tracepoint": [("raw_tracepoint", "sched_process_fork", "tp_sched_process_fork"),
+                   ("raw_tracepoint", "sched_process_exec", "tp_sched_process_exec"),
+                   ("kprobe", "do_exit", "kp_do_exit")],
+    "fentry": [("fentry", "wake_up_new_task", "kfunc__wake_up_new_task"),
+               ("fentry", "setup_new_exec", "kfunc__setup_new_exec"),
+               ("fentry", "do_exit", "kfunc__do_exit")],
+}
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as '6.1.0-56-amd64'."""
+    release = release or os.uname().release
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if not m:
+        raise ValueError(f"cannot parse kernel release {release!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    probe: str
+    transport: str          # resolved: ringbuf | perf
+    buffer_pages: int
+
+
+def resolve_options(probe: str | None = None, transport: str | None = None,
+                    buffer_pages: int | None = None, release: str | None = None,
+                    **unknown) -> Options:
+    """Validate the backend options; raise BackendError naming a bad one."""
+    if unknown:
+        raise base.BackendError(
+            f"ebpf backend: unknown option(s) {', '.join(sorted(unknown))}; "
+            "known: probe, transport, buffer_pages, uid")
+    probe = probe or "kprobe"
+    if probe not in PROBES:
+        raise base.BackendError(f"ebpf backend: probe must be one of {', '.join(PROBES)}, "
+                                f"not {probe!r}")
+    transport = transport or "auto"
+    if transport not in TRANSPORTS:
+        raise base.BackendError(f"ebpf backend: transport must be one of "
+                                f"{', '.join(TRANSPORTS)}, not {transport!r}")
+    ringbuf_ok = kernel_version(release) >= RINGBUF_MIN_KERNEL
+    if transport == "auto":
+        transport = "ringbuf" if ringbuf_ok else "perf"
+    elif transport == "ringbuf" and not ringbuf_ok:
+        raise base.BackendError("ebpf backend: the BPF ring buffer needs Linux >= 5.8; "
+                                "use transport=perf", base.LAB_HINT)
+    if buffer_pages is None:
+        buffer_pages = DEFAULT_PAGES[transport]
+    try:
+        buffer_pages = int(buffer_pages)
+    except (TypeError, ValueError):
+        raise base.BackendError(f"ebpf backend: buffer_pages must be an integer, "
+                                f"not {buffer_pages!r}") from None
+    if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
+        raise base.BackendError(f"ebpf backend: buffer_pages must be a power of two >= 1, "
+                                f"not {buffer_pages}")
+    return Options(probe, transport, buffer_pages)
+
+
+def cflags(opts: Options, fentry: bool) -> list[str]:
+    """BCC cflags for one compile of ebpf/lifecycle.c."""
+    out = [f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"]
+    if opts.transport == "ringbuf":
+        out += ["-DTK_TRANSPORT_RINGBUF=1", f"-DTK_RINGBUF_PAGES={opts.buffer_pages}"]
+    else:
+        out += ["-DTK_TRANSPORT_PERF=1"]
+    if fentry:
+        out.append("-DTK_WITH_FENTRY=1")
+    return out
+
+
+def parse_fdinfo(text: str) -> dict[str, int]:
+    """The integer fields of a /proc/<pid>/fdinfo/<fd> file (run_time_ns, run_cnt, ...)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = value.strip()
+        try:
+            out[key.strip()] = int(value, 0) if value.startswith("0x") else int(value)
+        except ValueError:
+            continue
+    return out
+
+
+def counter_key(event_type: int, kind: str) -> int:
+    return event_type * NKINDS + KINDS.index(kind)
+
+
+def log_tail(text: str, lines: int = 25) -> str:
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def ring_capacity(transport: str, pages: int, ncpus: int, page_size: int = 4096) -> int:
+    """Records the buffer can hold: ringbuf entries carry an 8-byte header; perf
+    samples a perf_event_header + u32 size, rounded to 8 bytes; perf has one buffer
+    per CPU."""
+    if transport == "ringbuf":
+        per = (schema.RECORD_SIZE + 8 + 7) // 8 * 8
+        return pages * page_size // per
+    per = (schema.RECORD_SIZE + 8 + 4 + 7) // 8 * 8
+    return pages * page_size // per * ncpus
+
+
+def _proc_stat_fields(text: str) -> tuple[str, list[str]]:
+    """comm and the fields after it of /proc/<pid>/stat (comm may hold spaces and ')')."""
+    lpar, rpar = text.index("("), text.rindex(")")
+    return text[lpar + 1:rpar], text[rpar + 2:].split()
+
+
+def parse_meminfo(text: str) -> base.MemInfo:
+    """/proc/meminfo -> MemInfo with the module's conventions (used = total - free -
+    buffers - cached; cached = Cached, which already excludes swap cache and buffers)."""
+    kv = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            kv[key] = int(parts[0])
+    total, free = kv.get("MemTotal", 0), kv.get("MemFree", 0)
+    buffers, cached = kv.get("Buffers", 0), kv.get("Cached", 0)
+    return base.MemInfo(total_kib=total, free_kib=free,
+                        used_kib=max(0, total - free - buffers - cached),
+                        buffers_kib=buffers, cached_kib=cached,
+                        available_kib=kv.get("MemAvailable", free))
+
+
+@contextlib.contextmanager
+def capture_stderr():
+    """Collect what C code (clang, libbpf, the verifier log BCC prints) writes to fd 2.
+    Yields a list that holds the text after the block."""
+    out: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------- compiled modules
+
+@dataclasses.dataclass
+class _Module:
+    """One compiled BPF module and its transport, reusable by successive backends."""
+    bpf: object
+    opts_key: tuple
+    transport: str
+    compile_s: float
+    sink: list = dataclasses.field(default_factory=list)
+    perf_lost: int = 0
+    in_use: bool = False
+    opened: bool = False
+
+
+_MODULES: dict[tuple, _Module] = {}
+
+
+class EbpfBackend(base.Backend):
+    name = "ebpf"
+
+    def __init__(self, uid: int | None = None, probe: str | None = None,
+                 transport: str | None = None, buffer_pages: int | None = None, **options):
+        super().__init__(uid=uid, probe=probe, transport=transport,
+                         buffer_pages=buffer_pages, **options)
+        self.opts = resolve_options(probe, transport, buffer_pages, **options)
+        self._mod: _Module | None = None
+        self._attached: list[tuple[str, str, str]] = []
+        self._prog_fds: dict[str, int] = {}
+        self._stats_prev: str | None = None
+        self._base_counters: dict[int, int] = {}
+        self._base_progs: dict[str, dict[str, int]] = {}
+        self._base_perf_lost = 0
+        self._read_lost = 0
+        self._started = False
+
+    # ---- start / stop ------------------------------------------------
+
+    def _preflight(self):
+        if os.geteuid() != 0:
+            raise base.BackendError("ebpf backend: loading BPF programs needs root "
+                                    f"(euid is {os.geteuid()})", base.LAB_HINT)
+        try:
+            import bcc  # noqa: F401  (Debian's python3-bpfcc; never the PyPI 'bcc')
+        except Exception as e:  # ImportError, or libbcc failing to load
+            raise base.BackendError(
+                f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
+                "from a venv made with --system-site-packages", base.LAB_HINT) from None
+        rel = os.uname().release
+        build = Path("/lib/modules") / rel / "build"
+        if not build.exists():
+            raise base.BackendError(
+                f"ebpf backend: kernel headers for {rel} are missing ({build}); BCC "
+                f"compiles against them (apt-get install linux-headers-{rel})", base.LAB_HINT)
+        if not SOURCE.exists():
+            raise base.BackendError(f"ebpf backend: BPF source {SOURCE} not found")
+
+    def _compile(self, fentry: bool) -> _Module:
+        from bcc import BPF
+
+        class NoAutoloadBPF(BPF):
+            # BCC would load and attach every kfunc__* program while compiling;
+            # we attach only the programs of the probe variant asked for
+            def _trace_autoload(self):
+                pass
+        flags = cflags(self.opts, fentry)
+        key = (self.opts.transport, self.opts.buffer_pages, fentry)
+        cached = _MODULES.get(key)
+        if cached and not cached.in_use:
+            return cached
+        t0 = time.monotonic()
+        with capture_stderr() as err:
+            try:
+                bpf = NoAutoloadBPF(src_file=str(SOURCE).encode(), cflags=flags)
+            except Exception as e:
+                failure = e
+            else:
+                failure = None
+        if failure is not None:
+            raise base.BackendError(
+                f"ebpf backend: BCC failed to compile {SOURCE.name} ({failure}):\n"
+                f"{log_tail(err[0])}", base.LAB_HINT)
+        mod = _Module(bpf=bpf, opts_key=key, transport=self.opts.transport,
+                      compile_s=time.monotonic() - t0)
+        if cached is None:
+            _MODULES[key] = mod
+        return mod
+
+    def _open_transport(self, mod: _Module):
+        if mod.opened:
+            return
+        table = mod.bpf["tk_events"]
+        sink = mod.sink
+
+        if mod.transport == "ringbuf":
+            def on_record(ctx, data, size):
+                sink.append(ct.string_at(data, size))
+                return 0
+            table.open_ring_buffer(on_record)
+        else:
+            def on_sample(cpu, data, size):
+                sink.append(ct.string_at(data, size))
+
+            def on_lost(count):
+                mod.perf_lost += count
+            table.open_perf_buffer(on_sample, page_cnt=self.opts.buffer_pages,
+                                   lost_cb=on_lost)
+        mod.opened = True
+
+    def _attach(self, mod: _Module):
+        from bcc import BPF
+        b = mod.bpf
+        load_type = {"kprobe": BPF.KPROBE, "raw_tracepoint": BPF.RAW_TRACEPOINT,
+                     "fentry": BPF.TRACING}
+        for kind, target, fn in HOOKS[self.opts.probe]:
+            with capture_stderr() as err:
+                try:
+                    prog = b.load_func(fn.encode(), load_type[kind])
+                    if kind == "kprobe":
+                        b.attach_kprobe(event=target.encode(), fn_name=fn.encode())
+                    elif kind == "raw_tracepoint":
+                        b.attach_raw_tracepoint(tp=target.encode(), fn_name=fn.encode())
+                    else:
+                        b.attach_kfunc(fn_name=fn.encode())
+                except Exception as e:
+                    failure = e
+                else:
+                    failure = None
+            if failure is not None:
+                log = log_tail(err[0])
+                what = ("the verifier rejected it" if "Failed to load" in str(failure)
+                        else "attach failed")
+                raise base.BackendError(
+                    f"ebpf backend: {kind} program {fn} on {target}: {what} ({failure})"
+                    + (f"\n{log}" if log else ""), base.LAB_HINT)
+            self._attached.append((kind, target, fn))
+            self._prog_fds[f"{kind}:{target}"] = prog.fd
+
+    def _detach(self):
+        if not self._mod:
+            return
+        b = self._mod.bpf
+        for kind, target, fn in reversed(self._attached):
+            with contextlib.suppress(Exception):
+                if kind == "kprobe":
+                    b.detach_kprobe(event=target.encode(), fn_name=fn.encode())
+                elif kind == "raw_tracepoint":
+                    b.detach_raw_tracepoint(tp=target.encode())
+                else:
+                    b.detach_kfunc(fn_name=fn.encode())
+        self._attached.clear()
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._preflight()
+        from bcc import BPF
+        fentry = BPF.support_kfunc()
+        if self.opts.probe == "fentry" and not fentry:
+            raise base.BackendError("ebpf backend: probe=fentry needs BPF trampolines and "
+                                    "kernel BTF (/sys/kernel/btf/vmlinux); use probe=kprobe",
+                                    base.LAB_HINT)
+        mod = self._compile(fentry)
+        mod.in_use = True
+        self._mod = mod
+        try:
+            self._open_transport(mod)
+            self._enable_bpf_stats()
+            self._apply_uid_filter()
+            self._attach(mod)
+            self._discard_stale()
+            self.reset_stats()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+
+    def stop(self) -> None:
+        self._detach()
+        if self._mod:
+            # leave nothing for the next user of this compiled module
+            with contextlib.suppress(Exception):
+                self._discard_stale()
+            self._mod.in_use = False
+            self._mod = None
+        self._restore_bpf_stats()
+        self._prog_fds.clear()
+        self._started = False
+
+    def _discard_stale(self):
+        self._poll(0)
+        self._mod.sink.clear()
+
+    # ---- bpf_stats ------------------------------------------------------
+
+    def _enable_bpf_stats(self):
+        try:
+            self._stats_prev = STATS_SYSCTL.read_text().strip()
+            if self._stats_prev != "1":
+                STATS_SYSCTL.write_text("1\n")
+        except OSError:
+            self._stats_prev = None
+
+    def _restore_bpf_stats(self):
+        if self._stats_prev is not None and self._stats_prev != "1":
+            with contextlib.suppress(OSError):
+                STATS_SYSCTL.write_text(self._stats_prev + "\n")
+        self._stats_prev = None
+
+    def _prog_stats(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, fd in self._prog_fds.items():
+            try:
+                out[name] = parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
+            except OSError:
+                out[name] = {}
+        return out
+
+    # ---- records --------------------------------------------------------
+
+    def _poll(self, timeout: float):
+        ms = max(0, int(timeout * 1000))
+        if self._mod.transport == "ringbuf":
+            self._mod.bpf.ring_buffer_poll(ms)
+        else:
+            self._mod.bpf.perf_buffer_poll(ms)
+
+    def read(self, timeout: float) -> list:
+        if not self._started:
+            raise base.BackendError("ebpf backend: read() before start()")
+        self._poll(timeout)
+        raw, self._mod.sink[:] = list(self._mod.sink), []
+        out = []
+        for buf in raw:
+            if len(buf) < schema.RECORD_SIZE:
+                self._read_lost += 1
+                continue
+            out.append(schema.unpack(buf))
+        return out
+
+    # ---- uid filter -----------------------------------------------------
+
+    def _apply_uid_filter(self):
+        table = self._mod.bpf["tk_config"]
+        value = 0 if self.uid_filter is None else int(self.uid_filter) + 1
+        table[ct.c_int(0)] = ct.c_ulonglong(value)
+
+    def set_uid_filter(self, uid: int | None) -> None:
+        if uid is not None and not (0 <= int(uid) < 2**32 - 1):
+            raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
+        super().set_uid_filter(None if uid is None else int(uid))
+        if self._mod:
+            self._apply_uid_filter()
+
+    # ---- stats ----------------------------------------------------------
+
+    def _raw_counters(self) -> dict[int, int]:
+        table = self._mod.bpf["tk_counters"]
+        return {k: int(table.sum(ct.c_int(k)).value)
+                for k in range((schema.EventType.EXIT + 1) * NKINDS)}
+
+    def reset_stats(self) -> None:
+        if not self._mod:
+            return
+        self._base_counters = self._raw_counters()
+        self._base_progs = self._prog_stats()
+        self._base_perf_lost = self._mod.perf_lost
+        self._read_lost = 0
+
+    def stats(self) -> base.Stats:
+        if not self._mod:
+            raise base.BackendError("ebpf backend: stats() before start()")
+        raw = self._raw_counters()
+        events = base.event_counters()
+        for value, name in schema.EVENT_NAMES.items():
+            c = events[name]
+            for kind in KINDS:
+                k = counter_key(value, kind)
+                setattr(c, kind, raw.get(k, 0) - self._base_counters.get(k, 0))
+        hooks, progs = [], self._prog_stats()
+        for name, info in progs.items():
+            b0 = self._base_progs.get(name, {})
+            hooks.append(base.HookStats(
+                name=name,
+                count=info.get("run_cnt", 0) - b0.get("run_cnt", 0),
+                total_ns=info.get("run_time_ns", 0) - b0.get("run_time_ns", 0),
+                # kprobe nmissed is not exposed for BCC's perf-PMU kprobes on 6.1;
+                # recursion_misses (fdinfo, >= 5.12) counts runs the kernel skipped
+                missed=info.get("recursion_misses", 0) - b0.get("recursion_misses", 0)))
+        ncpus = os.cpu_count() or 1
+        return base.Stats(
+            backend=self.name, events=events, hooks=hooks,
+            ring_size=ring_capacity(self.opts.transport, self.opts.buffer_pages, ncpus),
+            ring_fill=0,
+            lost_in_transport=self._mod.perf_lost - self._base_perf_lost,
+            read_lost=self._read_lost,
+            extra={"probe": self.opts.probe, "transport": self.opts.transport,
+                   "buffer_pages": self.opts.buffer_pages,
+                   "compile_s": round(self._mod.compile_s, 2),
+                   "bpf_stats_enabled": STATS_SYSCTL.exists()
+                   and STATS_SYSCTL.read_text().strip() == "1",
+                   "prog_ids": {n: i.get("prog_id") for n, i in progs.items()},
+                   "ring_fill": "not available from BCC (0 reported)"})
+
+    # ---- snapshot -------------------------------------------------------
+
+    def snapshot(self) -> base.Snapshot:
+        return base.Snapshot(
+            processes=read_proc_table(), meminfo=parse_meminfo(Path("/proc/meminfo").read_text()),
+            source={"processes": "user space: /proc/<pid>/stat and /proc/<pid>/status "
+                                 "(cpu_ns and start_ns at clock-tick resolution)",
+                    "meminfo": "user space: /proc/meminfo"})
+
+
+# ---------------------------------------------------------------- /proc process table
+
+PF_KTHREAD = 0x00200000
+
+
+def _boot_to_monotonic_offset_ns() -> int:
+    """CLOCK_BOOTTIME - CLOCK_MONOTONIC now: /proc start times count from boot
+    including suspend; task->start_time (records' start_ns) is monotonic."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def parse_proc_process(stat: str, status: str, hz: int, boot_offset_ns: int,
+                       page_kib: int = 4) -> base.ProcInfo | None:
+    """One ProcInfo from /proc/<pid>/stat and /status text; None for kernel threads."""
+    comm, f = _proc_stat_fields(stat)
+    # f[0] is field 3 (state) of proc(5)
+    flags = int(f[6])
+    if flags & PF_KTHREAD:
+        return None
+    st = {}
+    for line in status.splitlines():
+        key, _, rest = line.partition(":")
+        st[key] = rest.split()
+    pid = int(st["Tgid"][0]) if "Tgid" in st else int(stat.split(None, 1)[0])
+
+    def kib(key):
+        return int(st[key][0]) if key in st else 0
+    tick_ns = 1_000_000_000 // hz
+    return base.ProcInfo(
+        pid=pid, ppid=int(f[1]), uid=int(st["Uid"][0]) if "Uid" in st else 0,
+        comm=comm, state=f[0], rss_kib=kib("VmRSS"), hiwater_rss_kib=kib("VmHWM"),
+        total_vm_kib=kib("VmSize"),
+        cpu_ns=(int(f[11]) + int(f[12])) * tick_ns,
+        start_ns=max(0, int(f[19]) * tick_ns - boot_offset_ns),
+        threads=int(f[17]))
+
+
+def read_proc_table() -> list[base.ProcInfo]:
+    hz = os.sysconf("SC_CLK_TCK")
+    offset = _boot_to_monotonic_offset_ns()
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            status = Path(entry.path, "status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        info = parse_proc_process(stat, status, hz, offset)
+        # a zombie leader has no mm (VmRSS absent): the module lists only tasks with an mm
+        if info is not None and "VmRSS" in status:
+            out.append(info)
+    return sorted(out, key=lambda p: p.pid)
