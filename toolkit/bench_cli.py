@@ -98,6 +98,9 @@ def bench():
               help="ebpf ring/perf buffer pages, a power of two (small: provoke drops).")
 @click.option("--transport", type=click.Choice(["auto", "ringbuf", "perf"]), default=None,
               help="ebpf transport (default auto).")
+@click.option("--read-interval", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds the harness sleeps between reads of a kernel backend: a slow "
+                   "reader, to provoke (and count) drops with a small --ring-size/--buffer-pages.")
 @click.option("--out", default=None,
               help="Run directory: a name under results/ (default forkstorm-<timestamp>), "
                    "or a path.")
@@ -105,8 +108,8 @@ def bench():
               help="Run in the lab VM / on this kernel. Default: natively when every "
                    "requested backend can run here, else in the lab (said on stderr).")
 def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, exec_all,
-              exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages, transport, out,
-              where):
+              exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages, transport,
+              read_interval, out, where):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -143,14 +146,15 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
               "exec_every": 1 if exec_all else exec_every, "threads": threads,
               "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
               "buffer_pages": buffer_pages, "transport": transport,
-              "argv": sys.argv[1:]}
+              "read_interval": read_interval, "argv": sys.argv[1:]}
     storm = StormParams(count=count, rate=rate, concurrency=concurrency,
                         exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
     out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
     try:
         specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
                              buffer_pages=buffer_pages, transport=transport)
-        h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params)
+        h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
+                      read_interval=read_interval)
         summary = h.run()
     except (BackendError, WorkloadError, H.BenchError) as e:
         fail_from(e)

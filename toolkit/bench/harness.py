@@ -99,8 +99,10 @@ def _cpu_self() -> float:
 
 class Harness:
     def __init__(self, specs: list[BackendSpec], storm: StormParams, lifetimes: list[int],
-                 repeat: int, out_dir: Path, parameters: dict, log=_log):
+                 repeat: int, out_dir: Path, parameters: dict, log=_log,
+                 read_interval: float = 0.0):
         self.specs, self.storm, self.lifetimes = specs, storm, lifetimes
+        self.read_interval = read_interval   # > 0: a slow reader (drop experiments)
         self.repeat, self.out_dir, self.parameters, self.log = repeat, out_dir, parameters, log
         self.backends: dict[str, object] = {}
         self.runs: list[StormRun] = []
@@ -160,6 +162,8 @@ class Harness:
                     got = b.read(0.05)
                     now = time.monotonic_ns()
                     events.extend((now, r) for r in got)
+                    if self.read_interval and not spec.poll:
+                        time.sleep(self.read_interval)
                 self._drain(b, spec, events)
                 out, err = proc.communicate()
                 cpu = _cpu_self() - cpu0
