@@ -173,3 +173,25 @@ def test_slowdowns_pair_rounds():
     base = {(0, 0): 100.0, (0, 1): 200.0}
     att = {(0, 0): 90.0, (0, 1): 200.0, (0, 2): 50.0}   # round 2 has no baseline: skipped
     assert metrics.slowdowns(base, att) == pytest.approx([10.0, 0.0])
+
+
+def test_ps_poll_span_matches_a_child_forked_during_a_slow_scan():
+    # under TCG one ps takes ~0.7 s: the poll's ts is long before the child even existed,
+    # but the scan (ts .. receipt) overlapped its life (taken from a real lab run)
+    r = LedgerRow(idx=90, pid=1034, fork_ns=204255640884, forked_ns=204256692794, exec=1,
+                  exit_ns=204390078524, reap_ns=204413624134, exit_status=1536, rss_kib=2644,
+                  hwm_kib=2644, threads=0)
+    fork = rec(FORK, 1034, 203695222894, comm="tk-child")
+    gone = rec(EXIT, 1034, 204424846424, rss=2644, comm="tk-child")
+    rc = reconcile([r], [(204424002004, fork), (204687405574, gone)], poll=True, period_s=0.54,
+                   storm_pid=STORM)
+    assert set(rc.matched["fork"]) == {90} and set(rc.matched["exit"]) == {90}
+    # the same record without the span (receipt == ts) cannot be this child's
+    rc = reconcile([r], [(fork.ts_ns, fork)], poll=True, period_s=0.54, storm_pid=STORM)
+    assert rc.captured("fork") == 0
+
+
+def test_ps_model_subtracts_the_scan_time():
+    rows = [row(i, 10 + i, 1000 + 10 * i, life_ms=life) for i, life in enumerate([20, 100, 600])]
+    # period 0.5 s, scan 0.05 s: (0 + 0.05/0.5 + 0.55/0.5 -> 1) / 3
+    assert metrics.ps_predicted_capture(rows, 0.5, 0.05) == pytest.approx((0 + 0.1 + 1) / 3)

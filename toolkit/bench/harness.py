@@ -86,6 +86,7 @@ class StormRun:
     stats: dict | None = None
     cpu_s: float = 0.0
     period_s: float | None = None
+    scan_s: float = 0.0
 
 
 def _log(msg: str) -> None:
@@ -142,6 +143,7 @@ class Harness:
         stats = None
         cpu = 0.0
         period = None
+        scan_s = self._time_ps() if spec and spec.poll else 0.0
         if b is not None:
             b.start()
             b.reset_stats()
@@ -175,6 +177,10 @@ class Harness:
                     polls = int(extra.get("polls", 0))
                     dur = time.monotonic() - t_start
                     period = max(spec.interval, dur / polls) if polls else spec.interval
+                    # a poll's records arrive when its ps is done: receipt - ts is its scan
+                    spans = [(rc - r.ts_ns) / 1e9 for rc, r in events]
+                    if spans:
+                        scan_s = max(scan_s, metrics.median(spans))
         finally:
             if b is not None:
                 b.stop()
@@ -186,7 +192,19 @@ class Harness:
                                 f"{err.strip()[-500:]}")
         summary = parse_summary(out)
         rows = read_ledger(ledger)
-        return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period)
+        return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period,
+                        scan_s)
+
+    @staticmethod
+    def _time_ps(n: int = 3) -> float:
+        """Median wall time of the ps backend's own ps command (before the storm)."""
+        from ..backends.ps import PS_TABLE
+        times = []
+        for _ in range(n):
+            t0 = time.monotonic()
+            subprocess.run(PS_TABLE, capture_output=True)
+            times.append(time.monotonic() - t0)
+        return metrics.median(times)
 
     def _drain(self, b, spec: BackendSpec, events: list) -> None:
         """After the storm: ps needs one more poll to notice the last exits; a kernel
@@ -254,7 +272,8 @@ class Harness:
 
         def caps_of(label, lifetime=None):
             return [metrics.Capture(recon[i], poll=specs[label].poll, stats=r.stats,
-                                    cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s)
+                                    cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s,
+                                    scan_s=r.scan_s)
                     for i, r in enumerate(self.runs)
                     if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)]
 
@@ -300,7 +319,8 @@ class Harness:
             rc = self._recon[i]
             e.update(records=len(r.events), cpu_s=round(r.cpu_s, 4),
                      captured={t: rc.captured(t) for t in TYPES}, truth=rc.truth,
-                     dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s)
+                     dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
+                     scan_s=r.scan_s if r.scan_s else None)
         return e
 
     # ---------------------------------------------------------------- files

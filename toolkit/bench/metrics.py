@@ -40,14 +40,21 @@ def bootstrap_median_ci(values, level: float = 0.95, n: int = 2000,
     return percentile(meds, a), percentile(meds, 100 - a)
 
 
-def ps_predicted_capture(rows: list[LedgerRow], period_s: float) -> float | None:
-    """What a poller with this period should catch: the chance that a poll falls inside a
-    child's visible life, min(1, visible_i / period), averaged over children."""
+def ps_predicted_capture(rows: list[LedgerRow], period_s: float,
+                         scan_s: float = 0.0) -> float | None:
+    """What a poller with this period should catch: the chance that a poll catches a child,
+    min(1, max(0, visible_i - scan) / period), averaged over children.
+
+    `scan` is how long one `ps` takes: procps lists /proc (one getdents batch) when it
+    starts and reads each listed pid's files afterwards, the storm's children (the newest,
+    highest pids) last, so a child must be alive both when the listing is taken and when
+    its files are read, about one scan later. Natively a scan is ~10 ms; under TCG ~0.5 s.
+    """
     rows = [r for r in rows if r.pid > 0]
     if not rows or period_s <= 0:
         return None
-    p = period_s * 1e9
-    return sum(min(1.0, r.visible_ns / p) for r in rows) / len(rows)
+    p, scan = period_s * 1e9, max(0.0, scan_s) * 1e9
+    return sum(min(1.0, max(0.0, r.visible_ns - scan) / p) for r in rows) / len(rows)
 
 
 @dataclasses.dataclass
@@ -59,6 +66,7 @@ class Capture:
     cpu_s: float = 0.0                 # collector CPU during capture (harness + ps children)
     records: int = 0                   # all records received, any process
     period_s: float | None = None      # ps: effective poll period in this round
+    scan_s: float = 0.0                # ps: how long one ps run took (median)
 
 
 def _rel_err_pct(observed: int, truth: int) -> float | None:
@@ -157,8 +165,8 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "ring_size": max((s.get("ring_size", 0) for s in stats), default=0),
     }
     if poll:
-        preds = [(ps_predicted_capture(c.recon.rows, c.period_s or 0), c.recon.truth["fork"])
-                 for c in caps]
+        preds = [(ps_predicted_capture(c.recon.rows, c.period_s or 0, c.scan_s),
+                  c.recon.truth["fork"]) for c in caps]
         n = sum(w for p, w in preds if p is not None)
         periods = [c.period_s for c in caps if c.period_s]
         out["ps_model"] = {
@@ -166,7 +174,9 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
             if n else None,
             "measured_fork_capture": out["capture"]["fork"],
             "period_s": _r(median(periods), 4),
+            "scan_s": _r(median([c.scan_s for c in caps]), 4),
             "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
+            "model": "mean of min(1, max(0, visible - scan) / period)",
         }
     return out
 

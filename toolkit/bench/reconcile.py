@@ -8,12 +8,11 @@ the record's time:
     fork  start_ns in [fork_ns, forked_ns]    (task start time is set inside fork())
     exec  ts_ns in [fork_ns, reap_ns]
     exit  ts_ns in [exit_ns, reap_ns]         (the child stamps exit_ns just before _exit)
-  polling (ps: ts_ns is the time a poll started, start_ns is 0)
-    fork, exec  ts_ns in [fork_ns - scan, reap_ns]   (the pid is the child's meanwhile)
-    exit  ts_ns in [exit_ns - scan, reap_ns + late]  (ps notices a vanished pid at a later
-                                                      poll)
-  where `scan` allows for the time ps takes to walk /proc after the poll's timestamp (one
-  poll period, at most 1 s) and `late` for the poll after the reap (two periods + 1 s).
+  polling (ps: ts_ns is the time a poll started, start_ns is 0; the poll's scan of /proc
+  ran somewhere in [ts_ns, receipt_ns], and under TCG that takes half a second)
+    fork, exec  [ts_ns, receipt] overlaps [fork_ns, reap_ns]  (the pid is the child's then)
+    exit  exit_ns <= receipt and ts_ns <= reap_ns + late  (ps notices a vanished pid at a
+                                                           later poll; late = 2 periods + 1 s)
 
 All windows widen by `tol_ns` on both sides. When several rows of the same pid qualify,
 a row whose life [fork_ns, reap_ns] holds the record's time wins over one that only
@@ -62,7 +61,7 @@ def truth_of(rows: list[LedgerRow]) -> dict[str, int]:
             "exit": sum(1 for r in rows if r.pid > 0)}
 
 
-def _window(row: LedgerRow, etype: int, poll: bool, late_ns: int, scan_ns: int, tol: int):
+def _window(row: LedgerRow, etype: int, poll: bool, late_ns: int, tol: int):
     lo = row.fork_ns - tol
     hi = row.reap_ns + tol
     if etype == FORK and not poll:
@@ -71,23 +70,24 @@ def _window(row: LedgerRow, etype: int, poll: bool, late_ns: int, scan_ns: int, 
         lo = (row.exit_ns or row.fork_ns) - tol
         if poll:
             hi += late_ns
-    if poll:
-        lo -= scan_ns
     return lo, hi
 
 
-def match_record(rec, cands: list[LedgerRow], poll: bool, late_ns: int = 0, scan_ns: int = 0,
-                 tol: int = TOL_NS) -> LedgerRow | None:
-    """The ledger row (among rows of the record's pid) this record belongs to, or None."""
+def match_record(rec, cands: list[LedgerRow], poll: bool, late_ns: int = 0,
+                 tol: int = TOL_NS, receipt_ns: int | None = None) -> LedgerRow | None:
+    """The ledger row (among rows of the record's pid) this record belongs to, or None.
+    A record's time is a point (kernel) or, for a poll, the span [ts_ns, receipt_ns]."""
     if rec.type == FORK and not poll and rec.start_ns:
-        key = rec.start_ns
+        k_lo = k_hi = rec.start_ns
     else:
-        key = rec.ts_ns
+        k_lo = rec.ts_ns
+        k_hi = max(k_lo, receipt_ns or k_lo) if poll else k_lo
     best, best_score = None, None
     for row in cands:
-        lo, hi = _window(row, rec.type, poll, late_ns, scan_ns, tol)
-        if lo <= key <= hi:
-            score = (0 if row.fork_ns <= key <= row.reap_ns else 1, -lo)
+        lo, hi = _window(row, rec.type, poll, late_ns, tol)
+        if k_lo <= hi and lo <= k_hi:
+            inside = row.fork_ns <= k_lo <= row.reap_ns or row.fork_ns <= k_hi <= row.reap_ns
+            score = (0 if inside else 1, -lo)
             if best is None or score < best_score:
                 best, best_score = row, score
     return best
@@ -103,7 +103,6 @@ def reconcile(rows: list[LedgerRow], events: list[tuple[int, object]], *, poll: 
             by_pid[r.pid].append(r)
     exec_truth = {r.idx for r in rows if r.exec_ok}
     late_ns = int((2 * period_s + 1.0) * 1e9) if poll else 0
-    scan_ns = int(min(period_s, 1.0) * 1e9) if poll else 0
     exclude = set(exclude_pids)
     matched = {t: {} for t in TYPES}
     dups = dict.fromkeys(TYPES, 0)
@@ -114,7 +113,7 @@ def reconcile(rows: list[LedgerRow], events: list[tuple[int, object]], *, poll: 
             continue
         if rec.type == FORK and rec.pid != rec.tgid:
             continue  # not a new process
-        row = match_record(rec, by_pid.get(rec.tgid, ()), poll, late_ns, scan_ns, tol_ns)
+        row = match_record(rec, by_pid.get(rec.tgid, ()), poll, late_ns, tol_ns, receipt)
         if row is None or (t == "exec" and row.idx not in exec_truth):
             if storm_pid is not None and rec.ppid == storm_pid:
                 unmatched[t] += 1
