@@ -37,3 +37,14 @@ def test_no_command_is_an_error():
 def test_kvm_probe_answers(monkeypatch):
     a = lab.probe_kvm(lab.find_kernel())
     assert a.name in ("kvm", "tcg") and a.reason
+
+
+def test_vng_command_line_stays_short_whatever_the_command(tmp_path):
+    """virtme-ng puts --exec on the kernel command line (2048 bytes on x86): only a path
+    to the guest script may go there."""
+    k = lab.find_kernel()
+    argv = lab.build_command(tmp_path / "guest.sh", kernel=k, accel=lab.Accel("tcg", "test"),
+                             cpus=2, memory="1G", rwdirs=[tmp_path])
+    exec_arg = argv[argv.index("--exec") + 1]
+    assert exec_arg == f"/bin/sh {tmp_path / 'guest.sh'}"
+    assert "--disable-kvm" in argv and str(k) in argv

@@ -17,8 +17,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -131,8 +133,14 @@ exec {shlex.join(cmd)}
 """
 
 
-def build_command(cmd: list[str], *, kernel: Path, accel: Accel, cpus: int, memory: str,
-                  rwdirs: list[Path], cwd: str, env: dict[str, str]) -> list[str]:
+def build_command(script: Path, *, kernel: Path, accel: Accel, cpus: int, memory: str,
+                  rwdirs: list[Path]) -> list[str]:
+    """The vng command line that boots the lab and runs `script` (a host file) in it.
+
+    virtme-ng hands the --exec text to the guest base64-encoded on the kernel command
+    line, which x86 caps at 2048 bytes: a long command there makes the guest hang with no
+    output. So the guest script lives in a file the guest can see and --exec only names it.
+    """
     vng = vng_path()
     if not vng:
         raise LabError("virtme-ng (vng) is not installed", SETUP_HINT)
@@ -141,7 +149,7 @@ def build_command(cmd: list[str], *, kernel: Path, accel: Accel, cpus: int, memo
         args.append("--disable-kvm")
     for d in rwdirs:
         args += ["--rwdir", str(d)]
-    args += ["--exec", guest_script(cmd, cwd, env)]
+    args += ["--exec", f"/bin/sh {shlex.quote(str(script))}"]
     return args
 
 
@@ -173,8 +181,21 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
     dirs = [results] + [Path(d).resolve() for d in rwdirs]
     cpus = cpus or min(2, os.cpu_count() or 1)
     cwd = cwd or os.getcwd()
-    argv = build_command(cmd, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
-                         rwdirs=dirs, cwd=cwd, env=guest_env())
+    rundir = results / ".lab"
+    rundir.mkdir(exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="guest-", suffix=".sh", dir=rundir)
+    script = Path(name)
+    with os.fdopen(fd, "w") as f:
+        f.write(guest_script(cmd, cwd, guest_env()))
+    try:
+        argv = build_command(script, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
+                             rwdirs=dirs)
+        return _boot(argv, release, accel, cpus, memory, results, timeout, quiet)
+    finally:
+        script.unlink(missing_ok=True)
+
+
+def _boot(argv, release, accel, cpus, memory, results, timeout, quiet) -> int:
     log = (lambda *a: None) if quiet else (lambda msg: print(f"lab: {msg}", file=sys.stderr,
                                                               flush=True))
     log(f"booting {release} with {cpus} CPUs, {memory} under {accel.name.upper()}"
@@ -183,12 +204,14 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
     # vng needs its own helpers (virtme-run) on PATH
     env = dict(os.environ)
     env["PATH"] = f"{Path(argv[0]).parent}:{env.get('PATH', '')}"
-    # run from a neutral directory: vng inspects the cwd for a kernel source tree
+    # Run from a neutral directory (vng inspects the cwd for a kernel source tree), in a
+    # session of its own so that a timeout or Ctrl-C kills QEMU too, not just vng.
     # The guest's stdout and stderr arrive on vng's; read them through pipes and copy them
     # here ourselves: handed a regular file, QEMU reopens it and overwrites from offset 0.
     try:
         proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
     except OSError as e:
         raise LabError(f"cannot start virtme-ng: {e}", SETUP_HINT) from None
     pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout), daemon=True),
@@ -198,20 +221,26 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
     try:
         status = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _kill_group(proc)
         log(f"timed out after {timeout:.0f} s; the VM was killed")
         return 124
     except KeyboardInterrupt:
-        proc.kill()
-        proc.wait()
-        log("interrupted")
+        _kill_group(proc)
+        log("interrupted; the VM was killed")
         return 130
     finally:
         for t in pumps:
             t.join(timeout=5)
     log(f"exit status {status} after {time.monotonic() - t0:.1f} s")
     return status
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _pump(src, dst, strip_nul: bool = False) -> None:
