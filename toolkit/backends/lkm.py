@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from .. import schema
-from ..paths import INCLUDE_DIR, LKM_DIR
+from ..paths import INCLUDE_DIR, LKM_DIR, RESULTS_DIR
 from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, MemInfo,
                    ProcInfo, Snapshot, Stats, event_counters)
 
@@ -143,6 +143,12 @@ def build_dir(rel: str | None = None) -> Path:
     return Path("/var/tmp/toolkit") / (rel or release()) / "lkm"
 
 
+def lab_build_dir(rel: str) -> Path:
+    """A build the host prepares for the lab (`toolkit lkm build --release R --for-lab`):
+    results/ is the one host directory the guest sees, and building under TCG is slow."""
+    return RESULTS_DIR / ".build" / rel / "lkm"
+
+
 def _sources() -> list[tuple[Path, str]]:
     """(source file, path relative to the build dir)."""
     files = sorted(p for p in LKM_DIR.iterdir()
@@ -162,21 +168,39 @@ def kernel_build_dir(rel: str) -> Path:
     return Path("/lib/modules") / rel / "build"
 
 
-def build(release_: str | None = None, force: bool = False, make_args: tuple = ()) -> Path:
-    """Build toolkit_lkm.ko for a kernel release (default: the running one) into
-    build_dir(); reuse an existing build of the same sources. Returns the .ko path."""
+def _up_to_date(bdir: Path, digest: str) -> Path | None:
+    ko, stamp = bdir / f"{MODULE}.ko", bdir / ".toolkit-source"
+    try:
+        if ko.exists() and stamp.read_text() == digest:
+            return ko
+    except OSError:
+        pass
+    return None
+
+
+def build(release_: str | None = None, force: bool = False, make_args: tuple = (),
+          into: Path | None = None) -> Path:
+    """Build toolkit_lkm.ko for a kernel release (default: the running one) into `into`
+    or build_dir(); reuse an existing build of the same sources (also one the host made
+    for the lab, see lab_build_dir). Returns the .ko path."""
     rel = release_ or release()
+    if not force and into is None:
+        digest = source_digest(rel)
+        for cand in (build_dir(rel), lab_build_dir(rel)):
+            ko = _up_to_date(cand, digest)
+            if ko is not None:
+                return ko
     kdir = kernel_build_dir(rel)
     if not (kdir / "Makefile").exists():
         raise BackendError(f"kernel headers for {rel} are missing ({kdir} has no Makefile)",
                            hint=f"install linux-headers-{rel}, or {LAB_HINT}")
     if not shutil.which("make"):
         raise BackendError("`make` is not installed", hint="install make and gcc")
-    bdir = build_dir(rel)
+    bdir = Path(into) if into is not None else build_dir(rel)
     ko = bdir / f"{MODULE}.ko"
     stamp = bdir / ".toolkit-source"
     digest = source_digest(rel)
-    if not force and ko.exists() and stamp.exists() and stamp.read_text() == digest:
+    if not force and _up_to_date(bdir, digest):
         return ko
     try:
         (bdir / "include").mkdir(parents=True, exist_ok=True)
