@@ -21,11 +21,13 @@
 
 unsigned int ring_size = 16384;
 module_param(ring_size, uint, 0444);
-MODULE_PARM_DESC(ring_size, "ring capacity in records, 16..1048576 (default 16384)");
+MODULE_PARM_DESC(ring_size,
+		 "ring capacity in records, 16..1048576 (default 16384)");
 
 int proc_gid = -1;
 module_param(proc_gid, int, 0444);
-MODULE_PARM_DESC(proc_gid, "group allowed to read /proc/toolkit (default -1: root only)");
+MODULE_PARM_DESC(proc_gid,
+		 "group allowed to read /proc/toolkit (default -1: root only)");
 
 static int __init tk_init(void)
 {
@@ -86,4 +88,4 @@ module_init(tk_init);
 module_exit(tk_exit);
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("toolkit developers");
-MODULE_DESCRIPTION("Process lifecycle records (fork/clone/exec/exit, RSS) from kprobes via /proc/toolkit");
+MODULE_DESCRIPTION("Process lifecycle records from kprobes via /proc/toolkit");
