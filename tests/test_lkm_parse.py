@@ -25,6 +25,7 @@ def test_stats():
     assert s.extra["uid_filter"] in (-1,) or s.extra["uid_filter"] >= 0
     assert "cleared" in s.extra
     assert [h.name for h in s.hooks] == ["wake_up_new_task", "setup_new_exec", "do_exit"]
+    assert s.ring_size == 4096
     assert all(h.count > 0 and h.ns_per_call > 0 for h in s.hooks)
     assert s.as_dict()["missed"] == sum(h.missed for h in s.hooks)
 
@@ -57,7 +58,8 @@ def test_events_round_trip():
         assert schema.format_line(r) == line
     exits = [r for r in recs if r.event == "exit"]
     assert exits and all(r.flags & schema.FLAGS["HAS_MM"] for r in exits)
-    assert {r.event for r in recs} >= {"fork", "exec", "exit"}
+    assert {r.event for r in recs} >= {"fork", "clone", "exec", "exit"}
+    assert "a b.sh" in {r.comm for r in recs}          # printed as a\\040b.sh
 
 
 def test_events_escaped_comm():
