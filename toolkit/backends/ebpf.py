@@ -37,6 +37,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .. import schema
@@ -297,7 +298,7 @@ class EbpfBackend(base.Backend):
     def _open_transport(self, mod: _Module):
         if mod.opened:
             return
-        table = mod.bpf["tk_events"]
+        table = mod.bpf[b"tk_events"]
         sink = mod.sink
 
         if mod.transport == "ringbuf":
@@ -363,7 +364,9 @@ class EbpfBackend(base.Backend):
             return
         self._preflight()
         from bcc import BPF
-        fentry = BPF.support_kfunc()
+        with warnings.catch_warnings():   # bcc 0.26 passes a str to its own ksymname
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fentry = BPF.support_kfunc()
         if self.opts.probe == "fentry" and not fentry:
             raise base.BackendError("ebpf backend: probe=fentry needs BPF trampolines and "
                                     "kernel BTF (/sys/kernel/btf/vmlinux); use probe=kprobe",
@@ -449,7 +452,7 @@ class EbpfBackend(base.Backend):
     # ---- uid filter -----------------------------------------------------
 
     def _apply_uid_filter(self):
-        table = self._mod.bpf["tk_config"]
+        table = self._mod.bpf[b"tk_config"]
         value = 0 if self.uid_filter is None else int(self.uid_filter) + 1
         table[ct.c_int(0)] = ct.c_ulonglong(value)
 
@@ -463,7 +466,7 @@ class EbpfBackend(base.Backend):
     # ---- stats ----------------------------------------------------------
 
     def _raw_counters(self) -> dict[int, int]:
-        table = self._mod.bpf["tk_counters"]
+        table = self._mod.bpf[b"tk_counters"]
         return {k: int(table.sum(ct.c_int(k)).value)
                 for k in range((schema.EventType.EXIT + 1) * NKINDS)}
 
