@@ -186,7 +186,10 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
     fd, name = tempfile.mkstemp(prefix="guest-", suffix=".sh", dir=rundir)
     script = Path(name)
     with os.fdopen(fd, "w") as f:
-        f.write(guest_script(cmd, cwd, guest_env()))
+        env = guest_env()
+        env["TOOLKIT_LAB_ACCEL"] = accel.name  # so results can say kvm or tcg
+        env["TOOLKIT_LAB_RELEASE"] = release
+        f.write(guest_script(cmd, cwd, env))
     try:
         argv = build_command(script, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
                              rwdirs=dirs)
