@@ -138,8 +138,10 @@ def lab():
 @click.option("--rwdir", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Another host directory the guest may write (repeatable).")
 @click.option("--timeout", type=float, help="Kill the VM after this many seconds.")
+@click.option("--no-prebuild", is_flag=True,
+              help="Do not build the module for the lab kernel on the host first.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(kernel, cpus, memory, results, rwdir, timeout, cmd):
+def lab_run(kernel, cpus, memory, results, rwdir, timeout, no_prebuild, cmd):
     """Boot the lab, run CMD in it, stream its output, exit with its status.
 
     The host filesystem is visible read-only; the results directory is shared
@@ -150,7 +152,7 @@ def lab_run(kernel, cpus, memory, results, rwdir, timeout, cmd):
     from . import lab as L
     try:
         status = L.run(list(cmd), kernel=kernel, cpus=cpus, memory=memory, results=results,
-                       rwdirs=list(rwdir), timeout=timeout)
+                       rwdirs=list(rwdir), timeout=timeout, prebuild=not no_prebuild)
     except L.LabError as e:
         fail_from(e)
     sys.exit(status)

@@ -164,7 +164,8 @@ def guest_env() -> dict[str, str]:
 
 def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         memory: str = "4G", results: Path | None = None, rwdirs: list[Path] = (),
-        cwd: str | None = None, timeout: float | None = None, quiet: bool = False) -> int:
+        cwd: str | None = None, timeout: float | None = None, quiet: bool = False,
+        prebuild: bool = True) -> int:
     """Boot the lab, run CMD, stream its output here, return its exit status."""
     if not cmd:
         raise LabError("no command given: toolkit lab run -- CMD [ARGS...]")
@@ -176,6 +177,8 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         raise LabError(f"no headers for the lab kernel {release} at /lib/modules/{release}/build",
                        f"apt-get install linux-headers-{release}")
     accel = probe_kvm(kimg)
+    if prebuild:
+        _prebuild_module(release, quiet)
     results = Path(results or paths.RESULTS_DIR).resolve()
     results.mkdir(parents=True, exist_ok=True)
     dirs = [results] + [Path(d).resolve() for d in rwdirs]
@@ -236,6 +239,25 @@ def _boot(argv, release, accel, cpus, memory, results, timeout, quiet) -> int:
             t.join(timeout=5)
     log(f"exit status {status} after {time.monotonic() - t0:.1f} s")
     return status
+
+
+def _prebuild_module(release: str, quiet: bool) -> None:
+    """Build the module for the lab kernel here, into results/.build (the guest reuses it
+    when the sources match): seconds on the host, minutes under TCG. Best effort: if it
+    fails, the guest builds it itself and reports any error there."""
+    from .backends import BackendError
+    from .backends import lkm
+    try:
+        if lkm.is_built_for_lab(release):
+            return
+        if not quiet:
+            print(f"lab: building the module for {release} on the host", file=sys.stderr,
+                  flush=True)
+        lkm.build(release, into=lkm.lab_build_dir(release))
+    except BackendError as e:
+        if not quiet:
+            print(f"lab: host build of the module failed, the guest will try: {e}",
+                  file=sys.stderr, flush=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

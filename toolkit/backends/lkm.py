@@ -157,6 +157,11 @@ def _sources() -> list[tuple[Path, str]]:
                                             "include/toolkit_record.h")]
 
 
+def is_built_for_lab(rel: str) -> bool:
+    """Is there an up-to-date build of these sources for `rel` in lab_build_dir?"""
+    return _up_to_date(lab_build_dir(rel), source_digest(rel)) is not None
+
+
 def source_digest(rel: str) -> str:
     h = hashlib.sha256(rel.encode())
     for src, name in _sources():
