@@ -28,16 +28,8 @@ NORMAL_OPTS = {"lkm": {"ring_size": 16384}, "ebpf": {}}
 TINY_OPTS = {"lkm": {"ring_size": 16}, "ebpf": {"buffer_pages": 1}}
 
 
-def capture(backend, read_while_running: bool = True, **kw):
-    """Run the workload as UID while reading; return (ledger, records of UID)."""
-    backend.drain(0.3)
-    proc = workload.start_as(UID, **kw)
-    records = []
-    while read_while_running and proc.poll() is None:
-        records.extend(backend.read(0.2))
-    ledger = workload.finish(proc)
-    records.extend(backend.drain(1.0))
-    return ledger, [r for r in records if r.uid == UID]
+def capture(backend, **kw):
+    return workload.capture(backend, UID, **kw)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

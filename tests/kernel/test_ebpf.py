@@ -34,15 +34,8 @@ STATS_FILE = RESULTS_DIR / "ebpf-bpf-stats.json"
 _STATS: dict = {}   # variant -> per-program numbers, written at module teardown
 
 
-def capture(backend, read_while_running=True, **kw):
-    backend.drain(0.3)
-    proc = workload.start_as(UID, **kw)
-    records = []
-    while read_while_running and proc.poll() is None:
-        records.extend(backend.read(0.2))
-    ledger = workload.finish(proc)
-    records.extend(backend.drain(1.0))
-    return ledger, [r for r in records if r.uid == UID]
+def capture(backend, **kw):
+    return workload.capture(backend, UID, **kw)
 
 
 @pytest.fixture(scope="module", autouse=True)

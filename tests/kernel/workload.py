@@ -160,6 +160,18 @@ def run_as(uid: int, timeout: float = 600, **kw) -> dict:
     return finish(start_as(uid, **kw), timeout)
 
 
+def capture(backend, uid: int, read_while_running: bool = True, **kw):
+    """Run the workload as `uid` while reading `backend`; return (ledger, records of uid)."""
+    backend.drain(0.3)
+    proc = start_as(uid, **kw)
+    records = []
+    while read_while_running and proc.poll() is None:
+        records.extend(backend.read(0.2))
+    ledger = finish(proc)
+    records.extend(backend.drain(1.0))
+    return ledger, [r for r in records if r.uid == uid]
+
+
 OWN_EVENTS = {"exec": 1, "exit": 1}   # the workload process itself, under its uid
 
 
