@@ -328,24 +328,26 @@ class Harness:
         d = self.out_dir
         with open(d / "ledger.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["backend", "lifetime_ms", "round", "storm_pid", *LEDGER_FIELDS,
-                        "seen_fork", "seen_exec", "seen_exit"])
+            w.writerow(["schema_version", "backend", "lifetime_ms", "round", "storm_pid",
+                        *LEDGER_FIELDS, "seen_fork", "seen_exec", "seen_exit"])
             for i, r in enumerate(self.runs):
                 rc = self._recon.get(i)
                 for row in r.rows:
                     seen = rc.seen_flags(row) if rc else {}
-                    w.writerow([r.label, r.lifetime_ms, r.round, r.summary["pid"],
+                    w.writerow([SCHEMA_VERSION, r.label, r.lifetime_ms, r.round,
+                                r.summary["pid"],
                                 *(getattr(row, k) for k in LEDGER_FIELDS),
                                 *(seen.get(f"seen_{t}", "") for t in TYPES)])
         for spec in self.specs:
             with open(d / f"events-{spec.label}.csv", "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["lifetime_ms", "round", "storm_pid", *EVENT_FIELDS])
+                w.writerow(["record_version", "lifetime_ms", "round", "storm_pid",
+                            *EVENT_FIELDS])
                 for r in self.runs:
                     if r.label == spec.label:
                         for receipt, rec in r.events:
-                            w.writerow([r.lifetime_ms, r.round, r.summary["pid"],
-                                        *event_row(receipt, rec)])
+                            w.writerow([schema.RECORD_VERSION, r.lifetime_ms, r.round,
+                                        r.summary["pid"], *event_row(receipt, rec)])
         (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         from .. import report
         report.write_report(d, summary)

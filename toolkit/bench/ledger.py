@@ -61,6 +61,10 @@ def event_row(receipt_ns: int, rec) -> list:
 
 
 def parse_event(row: dict) -> tuple[int, object]:
+    v = row.get("record_version")
+    if v not in (None, "") and int(v) != schema.RECORD_VERSION:
+        raise ValueError(f"events file has record_version {v}; this toolkit reads version "
+                         f"{schema.RECORD_VERSION}")
     values = {n: (row[n] if n == "comm" else int(row[n])) for n in schema.FIELD_NAMES}
     return int(row["receipt_ns"]), schema.Record(**values)
 
