@@ -1,6 +1,5 @@
 """Bad input gets a clear error and a non-zero exit, never a traceback."""
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -60,13 +60,7 @@ def test_each_kind_exactly_n(captured):
     for c in ledger["children"]:
         for r in per[c["pid"]]:
             counts[(c["kind"], r.event)] += 1
-    expected = Counter()
-    for kind in workload.KINDS:
-        expected[(kind, "fork")] = N
-        expected[(kind, "exit")] = N
-    expected[("exec", "exec")] = N
-    expected[("threads", "clone")] = N * THREADS
-    assert counts == expected
+    assert counts == workload.expected_by_kind(N, THREADS)
 
 
 def test_fork_exec_exit_fields(captured):

@@ -15,6 +15,7 @@ under another uid, so a uid filter selects exactly the workload's own events.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import mmap
 import os
 import resource
@@ -135,6 +136,19 @@ def expected_events(ledger: dict) -> dict[str, int]:
         out["clone"] += len(c["tids"])
         out["exec"] += c["kind"] == "exec"
     return out
+
+
+def expected_by_kind(n: int, threads: int, kinds=KINDS) -> Counter:
+    """(child kind, event) -> count the children of run(n, threads, kinds) generate."""
+    want = Counter()
+    for kind in kinds:
+        want[(kind, "fork")] = n
+        want[(kind, "exit")] = n
+    if "exec" in kinds:
+        want[("exec", "exec")] = n
+    if "threads" in kinds:
+        want[("threads", "clone")] = n * threads
+    return want
 
 
 def start_as(uid: int, n: int = 5, threads: int = 3, mem_mib: int = 32,
