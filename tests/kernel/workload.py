@@ -189,6 +189,19 @@ def capture(backend, uid: int, read_while_running: bool = True, **kw):
 OWN_EVENTS = {"exec": 1, "exit": 1}   # the workload process itself, under its uid
 
 
+def assert_exact_accounting(stats, ledger: dict, records: list) -> Counter:
+    """Every event the workload generated is either delivered or a counted drop, exactly;
+    the buffer did overflow; every delivered record reached user space."""
+    generated = Counter(expected_events(ledger)) + Counter(OWN_EVENTS)
+    for ev, c in stats.events.items():
+        assert c.seen == c.filtered + c.delivered + c.dropped, (ev, c)
+        assert c.delivered + c.dropped == generated[ev], (ev, c, generated)
+    assert stats.dropped > 0, "the tiny buffer should have overflowed"
+    assert len(records) == sum(c.delivered for c in stats.events.values())
+    assert stats.read_lost == 0
+    return generated
+
+
 def helper(tmpdir: str | os.PathLike | None = None) -> Path:
     """Compile tests/kernel/tk_helper.c (once per content) and return the binary."""
     import hashlib
