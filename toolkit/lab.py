@@ -111,7 +111,8 @@ def probe_kvm(kernel: Path, timeout: float = 4.0) -> Accel:
     return Accel("tcg", f"/dev/kvm present but QEMU could not start a KVM guest: {msg}")
 
 
-def guest_script(cmd: list[str], cwd: str, env: dict[str, str]) -> str:
+def guest_script(cmd: list[str], cwd: str, env: dict[str, str],
+                 log_prefix: str | None = None) -> str:
     """Shell run inside the guest before CMD: make the guest usable for both backends."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
     return f"""\
@@ -128,8 +129,28 @@ fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
 ulimit -n 65536 2>/dev/null
-cd {shlex.quote(cwd)} || exit 125
+{_log_capture(log_prefix)}cd {shlex.quote(cwd)} || exit 125
 exec {shlex.join(cmd)}
+"""
+
+
+def _log_capture(prefix: str | None) -> str:
+    """Guest lines that keep the kernel log (and every SIGKILL with its sender) in files on
+    the host, written as they happen: when processes in the guest die, `dmesg` may not be
+    able to run any more, but these files survive the VM."""
+    if not prefix:
+        return ""
+    q = shlex.quote
+    return f"""\
+# the guest kernel log, streamed to the host as it is written
+cat /dev/kmsg > {q(prefix + '.kmsg')} 2>/dev/null &
+# every SIGKILL sent, with sender and target, for post-mortems of unexplained kills
+t=/sys/kernel/tracing
+if [ -w $t/events/signal/signal_generate/filter ]; then
+  echo 'sig == 9' > $t/events/signal/signal_generate/filter &&
+  echo 1 > $t/events/signal/signal_generate/enable &&
+  cat $t/trace_pipe > {q(prefix + '.sigkill')} 2>/dev/null &
+fi
 """
 
 
@@ -192,7 +213,11 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         env = guest_env()
         env["TOOLKIT_LAB_ACCEL"] = accel.name  # so results can say kvm or tcg
         env["TOOLKIT_LAB_RELEASE"] = release
-        f.write(guest_script(cmd, cwd, env))
+        # the guest's kernel log and SIGKILL trace: $TOOLKIT_LAB_LOGS (a path prefix) or .lab/
+        log_prefix = os.environ.get("TOOLKIT_LAB_LOGS") or str(rundir / "guest-last")
+        for ext in (".kmsg", ".sigkill"):
+            Path(log_prefix + ext).unlink(missing_ok=True)
+        f.write(guest_script(cmd, cwd, env, log_prefix))
     try:
         argv = build_command(script, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
                              rwdirs=dirs)
