@@ -38,6 +38,7 @@ static struct {
 	unsigned long count;
 	double rate;
 	unsigned int concurrency, lifetime_ms, threads, alloc_mib, exec_every;
+	int wait_start;
 	const char *ledger, *helper;
 } opt = { .count = 1000, .concurrency = 1 };
 
@@ -86,7 +87,8 @@ static void usage(int status)
 	fprintf(status ? stderr : stdout,
 		"usage: forkstorm [--count N] [--rate FORKS_PER_S] [--concurrency C]\n"
 		"                 [--lifetime MS] [--exec] [--exec-every K] [--threads K]\n"
-		"                 [--alloc-mib M] [--ledger FILE] [--helper PATH]\n");
+		"                 [--alloc-mib M] [--ledger FILE] [--helper PATH]\n"
+		"                 [--wait-start]\n");
 	exit(status);
 }
 
@@ -103,12 +105,13 @@ static void parse(int argc, char **argv)
 		{ "alloc-mib", required_argument, NULL, 'm' },
 		{ "ledger", required_argument, NULL, 'o' },
 		{ "helper", required_argument, NULL, 'x' },
+		{ "wait-start", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n:r:c:l:eE:t:m:o:x:h", longopts,
+	while ((c = getopt_long(argc, argv, "n:r:c:l:eE:t:m:o:x:wh", longopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'n': opt.count = strtoul(optarg, NULL, 10); break;
@@ -121,6 +124,7 @@ static void parse(int argc, char **argv)
 		case 'm': opt.alloc_mib = (unsigned int)atoi(optarg); break;
 		case 'o': opt.ledger = optarg; break;
 		case 'x': opt.helper = optarg; break;
+		case 'w': opt.wait_start = 1; break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
@@ -198,6 +202,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/*
+	 * --wait-start: print our pid and fork nothing until a line arrives on
+	 * stdin, so the harness can scope a backend to our children first.
+	 */
+	if (opt.wait_start) {
+		char line[16];
+
+		printf("ready %d\n", (int)getpid());
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin)) {
+			fprintf(stderr, "forkstorm: no start line on stdin\n");
+			return 1;
+		}
+	}
 	kf0 = kernel_forks();
 	t0 = storm_now_ns();
 	for (i = 0; i < opt.count; i++) {

@@ -50,7 +50,7 @@
 
 /* Counter kinds; the counter of (type, kind) is at type * TK_NKINDS + kind. */
 #define TK_SEEN		0	/* the hook fired for an event of this type */
-#define TK_FILTERED	1	/* left out by the uid filter */
+#define TK_FILTERED	1	/* left out by the uid or parent filter */
 #define TK_DELIVERED	2	/* written to the ring / perf buffer */
 #define TK_DROPPED	3	/* reservation / perf output failed */
 #define TK_NKINDS	4
@@ -62,8 +62,11 @@ BPF_PERCPU_ARRAY(tk_counters, u64, TK_NCOUNTERS);
 /*
  * tk_config[0]: uid filter.  0 = off, otherwise (uid + 1): only records of
  * that real uid are delivered.  Written by user space (set_uid_filter).
+ * tk_config[1]: parent filter.  0 = off, otherwise only records of processes
+ * whose parent's tgid is that value (set_ppid_filter), as the module's
+ * "ppid N" control command.
  */
-BPF_ARRAY(tk_config, u64, 1);
+BPF_ARRAY(tk_config, u64, 2);
 
 #if defined(TK_TRANSPORT_RINGBUF)
 BPF_RINGBUF_OUTPUT(tk_events, TK_RINGBUF_PAGES);
@@ -212,14 +215,27 @@ static __always_inline void tk_fill_exit(struct tk_record *r,
 static __always_inline int tk_emit(void *ctx, u32 type, struct task_struct *t,
 				   int is_exit, long code)
 {
-	u32 zero = 0;
+	u32 zero = 0, one = 1;
 	u64 *filter = tk_config.lookup(&zero);
+	u64 *pfilter = tk_config.lookup(&one);
 	u32 uid = tk_task_uid(t);
 
 	tk_count(type, TK_SEEN);
 	if (filter && *filter && *filter != (u64)uid + 1) {
 		tk_count(type, TK_FILTERED);
 		return 0;
+	}
+	if (pfilter && *pfilter) {
+		struct task_struct *parent = NULL;
+		u32 ppid = 0;
+
+		bpf_probe_read_kernel(&parent, sizeof(parent), &t->real_parent);
+		if (parent)
+			bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
+		if (*pfilter != ppid) {
+			tk_count(type, TK_FILTERED);
+			return 0;
+		}
 	}
 #if defined(TK_TRANSPORT_RINGBUF)
 	struct tk_record *r = tk_events.ringbuf_reserve(sizeof(struct tk_record));

@@ -4,6 +4,8 @@
  *
  * One write holds one or more commands separated by newlines:
  *   uid <n> | uid off     filter events by real uid (init user namespace)
+ *   ppid <n> | ppid off   only events of processes whose parent is tgid n
+ *                         (a workload's children: what a benchmark scopes to)
  *   events <list>         enable event types: fork,clone,exec,exit | all | none
  *   clear                 discard the queued records (counted as cleared)
  *   reset                 zero all counters and handler times
@@ -18,6 +20,7 @@
 #include <linux/mutex.h>
 #include <linux/proc_fs.h>
 #include <linux/string.h>
+#include <linux/threads.h>
 #include <linux/uaccess.h>
 #include <linux/uidgid.h>
 
@@ -26,12 +29,14 @@
 #define TK_CONTROL_CMDS	16
 
 s64 tk_uid_filter = TK_UID_OFF;
+s64 tk_ppid_filter = TK_PPID_OFF;
 u32 tk_event_mask = TK_EVENT_ALL;
 
 static DEFINE_MUTEX(tk_control_lock);
 
 enum tk_op {
 	TK_OP_UID,
+	TK_OP_PPID,
 	TK_OP_EVENTS,
 	TK_OP_CLEAR,
 	TK_OP_RESET,
@@ -99,6 +104,17 @@ static int tk_parse_cmd(char *line, struct tk_cmd *cmd)
 		cmd->arg = val;
 		return 0;
 	}
+	if (!strcmp(verb, "ppid")) {
+		cmd->op = TK_OP_PPID;
+		if (!strcmp(arg, "off")) {
+			cmd->arg = TK_PPID_OFF;
+			return 0;
+		}
+		if (kstrtou32(arg, 10, &val) || !val || val > PID_MAX_LIMIT)
+			return -EINVAL;
+		cmd->arg = val;
+		return 0;
+	}
 	if (!strcmp(verb, "events")) {
 		cmd->op = TK_OP_EVENTS;
 		if (tk_parse_events(arg, &val))
@@ -114,6 +130,9 @@ static void tk_apply_cmd(const struct tk_cmd *cmd)
 	switch (cmd->op) {
 	case TK_OP_UID:
 		WRITE_ONCE(tk_uid_filter, cmd->arg);
+		break;
+	case TK_OP_PPID:
+		WRITE_ONCE(tk_ppid_filter, cmd->arg);
 		break;
 	case TK_OP_EVENTS:
 		WRITE_ONCE(tk_event_mask, (u32)cmd->arg);

@@ -427,6 +427,7 @@ static int tk_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "read_lost %llu\n", snap.read_lost);
 	seq_printf(m, "cleared %llu\n", snap.cleared);
 	seq_printf(m, "uid_filter %lld\n", READ_ONCE(tk_uid_filter));
+	seq_printf(m, "ppid_filter %lld\n", READ_ONCE(tk_ppid_filter));
 	seq_puts(m, "events ");
 	for (i = 1; i <= TK_EVENT_MAX; i++) {
 		if (!(mask & TK_EVENT_BIT(i)))

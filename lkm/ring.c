@@ -62,12 +62,14 @@ void tk_ring_submit(const struct tk_record *rec)
 {
 	struct tk_event_counters *c = &tk_ring.ev[rec->type];
 	s64 uid = READ_ONCE(tk_uid_filter);
+	s64 ppid = READ_ONCE(tk_ppid_filter);
 	unsigned long flags;
 	bool queued = false;
 
 	spin_lock_irqsave(&tk_ring.lock, flags);
 	c->seen++;
-	if (uid != TK_UID_OFF && rec->uid != (u32)uid) {
+	if ((uid != TK_UID_OFF && rec->uid != (u32)uid) ||
+	    (ppid != TK_PPID_OFF && rec->ppid != (u32)ppid)) {
 		c->filtered++;
 	} else if (tk_ring.head - tk_ring.tail >= tk_ring.size) {
 		c->dropped++;

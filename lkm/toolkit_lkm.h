@@ -25,6 +25,7 @@
 #define TK_RING_MAX		1048576
 #define TK_CONTROL_MAX		256
 #define TK_UID_OFF		(-1LL)
+#define TK_PPID_OFF		(-1LL)
 
 /* One bit per event type in the event mask. */
 #define TK_EVENT_BIT(type)	(1U << (type))
@@ -70,6 +71,7 @@ extern struct tk_ring tk_ring;
 
 /* Run-time settings changed by the control file. */
 extern s64 tk_uid_filter;	/* TK_UID_OFF or a uid */
+extern s64 tk_ppid_filter;	/* TK_PPID_OFF or a parent's tgid */
 extern u32 tk_event_mask;	/* TK_EVENT_BIT()s of the enabled types */
 
 static inline bool tk_event_enabled(u32 type)

@@ -94,8 +94,10 @@ def test_failed_exec_is_not_exec_truth():
     assert rc.truth == {"fork": 2, "exec": 1, "exit": 2}
 
 
-def _stats(**dropped):
-    return {"events": {t: {"seen": 0, "filtered": 0, "delivered": 0, "dropped": dropped.get(t, 0)}
+def _stats(seen=None, **dropped):
+    seen = seen or {}
+    return {"events": {t: {"seen": seen.get(t, 0), "filtered": 0, "delivered": 0,
+                           "dropped": dropped.get(t, 0)}
                        for t in ("fork", "clone", "exec", "exit")},
             "hooks": [{"name": "h", "count": 10, "total_ns": 5000, "missed": 0}],
             "lost_in_transport": 0, "read_lost": 0, "missed": 0, "ring_size": 8}
@@ -125,6 +127,35 @@ def test_misses_without_drops_are_flagged_never_seen():
     from toolkit import report
     s = {"backends": {"lkm": {"backend": "lkm", **m}}}
     assert any("no drop counter explains" in f for f in report.flags(s))
+
+
+def _with_drops(seen, scope, **dropped):
+    rows = [row(i, 400 + i, 10 * i) for i in range(4)]
+    events = [e for r in rows for e in kernel_events(r) if (e[1].type, e[1].pid) != (FORK, 403)]
+    rc = reconcile(rows, events, storm_pid=STORM)
+    m = metrics.backend_metrics([metrics.Capture(rc, stats=_stats(seen, **dropped))])
+    from toolkit import report
+    s = {"environment": {"parameters": {"scope": scope}},
+         "backends": {"lkm": {"backend": "lkm", **m}}}
+    return m, report.flags(s)
+
+
+def test_drops_beyond_misses_are_other_processes_events_and_bounded_by_them():
+    # one fork missed; 3 fork drops: 2 were other processes' forks, which the hook saw
+    m, fl = _with_drops({"fork": 6, "exit": 4}, "system", fork=3)
+    assert m["never_seen"] == 0 and m["seen_other"] == {"fork": 2, "exec": 0, "exit": 0}
+    assert m["dropped_other"] == {"fork": 2, "exec": 0, "exit": 0}
+    assert fl == []
+    # the same drops, but the hooks saw nothing beyond the ledger: double counting
+    m, fl = _with_drops({"fork": 4, "exit": 4}, "system", fork=3)
+    assert any("more drops than misses" in f for f in fl)
+
+
+def test_scope_children_wants_misses_equal_drops_exactly():
+    m, fl = _with_drops({"fork": 6, "exit": 4}, "children", fork=1)
+    assert m["misses_equal_drops"] and fl == []
+    m, fl = _with_drops({"fork": 6, "exit": 4}, "children", fork=3)
+    assert any("only the storm's children" in f for f in fl)
 
 
 # ---------------------------------------------------------------- ps

@@ -32,12 +32,12 @@ def test_stats():
 
 def test_stats_synthetic_values():
     s = lkm.parse_stats("record_version 1\nring_size 16\nring_fill 3\nread_lost 2\n"
-                        "cleared 5\nuid_filter 1000\nevents fork,exit\n"
+                        "cleared 5\nuid_filter 1000\nppid_filter 42\nevents fork,exit\n"
                         "event fork seen 10 filtered 1 delivered 4 dropped 5\n"
                         "hook do_exit count 7 total_ns 700 missed 2\n")
     assert (s.ring_size, s.ring_fill, s.read_lost) == (16, 3, 2)
-    assert s.extra == {"cleared": 5, "uid_filter": 1000, "events": ["fork", "exit"],
-                       "record_version": 1}
+    assert s.extra == {"cleared": 5, "uid_filter": 1000, "ppid_filter": 42,
+                       "events": ["fork", "exit"], "record_version": 1}
     f = s.events["fork"]
     assert (f.seen, f.filtered, f.delivered, f.dropped) == (10, 1, 4, 5)
     assert s.events["exec"].seen == 0

@@ -101,6 +101,12 @@ def bench():
 @click.option("--read-interval", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds the harness sleeps between reads of a kernel backend: a slow "
                    "reader, to provoke (and count) drops with a small --ring-size/--buffer-pages.")
+@click.option("--scope", type=click.Choice(["system", "children"]), default="system",
+              show_default=True,
+              help="What the kernel backends record during a storm: everything on the "
+                   "machine, as deployed (drops may then include other processes' events), "
+                   "or only the storm's children (a parent-pid filter in the kernel; other "
+                   "events count as filtered), so misses and drops concern the ledger alone.")
 @click.option("--out", default=None,
               help="Run directory: a name under results/ (default forkstorm-<timestamp>), "
                    "or a path.")
@@ -109,7 +115,7 @@ def bench():
                    "requested backend can run here, else in the lab (said on stderr).")
 def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, exec_all,
               exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages, transport,
-              read_interval, out, where):
+              read_interval, scope, out, where):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -146,7 +152,7 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
               "exec_every": 1 if exec_all else exec_every, "threads": threads,
               "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
               "buffer_pages": buffer_pages, "transport": transport,
-              "read_interval": read_interval, "argv": sys.argv[1:]}
+              "read_interval": read_interval, "scope": scope, "argv": sys.argv[1:]}
     storm = StormParams(count=count, rate=rate, concurrency=concurrency,
                         exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
     out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
@@ -154,7 +160,7 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
         specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
                              buffer_pages=buffer_pages, transport=transport)
         h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
-                      read_interval=read_interval)
+                      read_interval=read_interval, scope=scope)
         summary = h.run()
     except (BackendError, WorkloadError, H.BenchError) as e:
         fail_from(e)

@@ -68,6 +68,13 @@ def _never_seen(b):
     return f"{ns} !" if ns else "0"
 
 
+def _other_drops(b):
+    d = b.get("dropped_other")
+    if not d or b.get("backend") == "ps":
+        return "-"
+    return str(sum(max(0, v) for v in d.values()))
+
+
 ROWS = [
     ("capture fork", lambda b: _pct(b["capture"]["fork"])),
     ("capture exec", lambda b: _pct(b["capture"]["exec"])),
@@ -76,6 +83,7 @@ ROWS = [
                                               .get("predicted_fork_capture"))),
     ("missed fork/exec/exit", _misses),
     ("counted drops", lambda b: str(b.get("dropped", 0))),
+    ("  of other processes' events", _other_drops),
     ("never seen (not a drop)", _never_seen),
     ("exit code agrees", lambda b: _pct(b.get("exit_code_agreement"))),
     ("RSS err % vs VmRSS p50/p95", lambda b: _range(b.get("rss_error_pct"), "median", "p95",
@@ -128,11 +136,16 @@ def flags(s: dict) -> list[str]:
     for lb, b in s["backends"].items():
         if b.get("backend") == "ps":
             continue
+        scope = s.get("environment", {}).get("parameters", {}).get("scope", "system")
+        other, seen_other = b.get("dropped_other") or {}, b.get("seen_other") or {}
         if b.get("never_seen"):
             out.append(f"{lb}: {b['never_seen']} events missed that no drop counter explains")
-        elif sum(b.get("missed", {}).values()) != b.get("dropped", 0):
+        elif scope == "children" and sum(b.get("missed", {}).values()) != b.get("dropped", 0):
             out.append(f"{lb}: misses {sum(b['missed'].values())} != counted drops "
-                       f"{b['dropped']} (drops of other processes' events, or double counting)")
+                       f"{b['dropped']} although only the storm's children were recorded")
+        elif any(v > seen_other.get(t, 0) for t, v in other.items()):
+            out.append(f"{lb}: more drops than misses plus other processes' events "
+                       f"(drops beyond misses {other}, other events seen {seen_other})")
         if any(b.get("unmatched", {}).values()):
             out.append(f"{lb}: records of storm children matching no ledger row: "
                        f"{b['unmatched']}")
@@ -176,6 +189,12 @@ def markdown(s: dict) -> str:
               "(a process is (pid, start time); see toolkit/bench/reconcile.py).",
               "- never seen = misses not explained by the backend's own drop counters "
               "(for ps: everything that lived between two polls).",
+              "- drops of other processes' events = counted drops beyond the ledger's misses: "
+              "with --scope system a backend records the whole machine, and a full ring "
+              "drops whatever comes (the storm process's own exec and exit, the harness, "
+              "daemons). They must not exceed the other events the hooks saw (seen - ledger); "
+              "with --scope children the other events are filtered in the kernel and "
+              "misses == counted drops exactly.",
               "- ps model = mean over children of min(1, visible lifetime / poll period); "
               "visible from fork to exit (a zombie has no mm and ps shows VSZ 0).",
               "- RSS error compares the exit record's RSS with the child's own VmRSS read just "

@@ -6,6 +6,8 @@ event counts are exact (no background noise in the lab VM).
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -156,3 +158,35 @@ def test_tiny_buffer_accounting(name):
     finally:
         b.stop()
     workload.assert_exact_accounting(stats, ledger, records)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_parent_filter_keeps_only_that_parents_children(name):
+    """set_ppid_filter(P): records of P's children only, the rest counted as filtered
+    (the bench's --scope children). Here P is this test process: its /bin/true children
+    and the tk_helper it starts are delivered, tk_helper's 20 children are filtered."""
+    helper = workload.helper()
+    me = os.getpid()
+    b = get_backend(name, **NORMAL_OPTS[name])
+    b.start()
+    try:
+        b.set_ppid_filter(me)
+        b.drain(0.3)
+        b.reset_stats()
+        kids = [subprocess.run(["/bin/true"]) for _ in range(3)]
+        noise = subprocess.Popen([str(helper), "forks", "20"], stdout=subprocess.PIPE)
+        noise.communicate()
+        records = b.drain(1.0)
+        stats = b.stats()
+        b.set_ppid_filter(None)
+    finally:
+        b.stop()
+    assert all(k.returncode == 0 for k in kids) and noise.returncode == 0
+    assert records and all(r.ppid == me for r in records), \
+        {(r.event, r.tgid, r.ppid) for r in records if r.ppid != me}
+    exits = {r.tgid for r in records if r.event == "exit"}
+    assert noise.pid in exits and len(exits) == 4, exits   # 3 x /bin/true + tk_helper
+    for ev in ("fork", "exit"):
+        c = stats.events[ev]
+        assert c.seen == c.filtered + c.delivered + c.dropped and c.dropped == 0, (ev, c)
+        assert c.filtered >= 20 and c.delivered == 4, (ev, c)

@@ -77,10 +77,10 @@ def helper(tmp_path_factory):
 @pytest.fixture
 def loaded():
     ensure_loaded(ring_size=16384, proc_gid=-1)
-    lkm.control("uid off", "events all", "clear", "reset")
+    lkm.control("uid off", "ppid off", "events all", "clear", "reset")
     yield
     if lkm.is_loaded():
-        lkm.control("uid off", "events all")
+        lkm.control("uid off", "ppid off", "events all")
 
 
 # ---------------------------------------------------------------- build / load
@@ -168,6 +168,7 @@ def test_control_rejects_garbage_and_applies_all_or_nothing(loaded):
         b"uid 4294967295", b"uid 4294967296", b"uid", b"uid 5 6", b"uid 0x10",
         b"events", b"events fork,,exit", b"events FORK", b"reset now", b"clear 1",
         b"uid 5\0", b"\n\n\n", b"   ", b"uid 1\n" * 17,   # 17 commands: too many
+        b"ppid 0", b"ppid -1", b"ppid 4194305", b"ppid x", b"ppid", b"ppid 5\nbogus",
     ]
     for data in bad:
         with pytest.raises(OSError) as ei:
@@ -181,6 +182,10 @@ def test_control_rejects_garbage_and_applies_all_or_nothing(loaded):
     assert settings() == (-1, ["fork", "clone", "exec", "exit"])
     write_control(b"events none")
     assert settings() == (-1, [])
+    write_control(b"ppid 4194304")
+    assert lkm.read_stats().extra["ppid_filter"] == 4194304
+    write_control(b"ppid off\nevents all")
+    assert lkm.read_stats().extra["ppid_filter"] == -1
 
 
 # ---------------------------------------------------------------- events

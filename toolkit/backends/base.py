@@ -117,6 +117,7 @@ class Backend(abc.ABC):
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
+        self.ppid_filter: int | None = None
         self.options = options
 
     @abc.abstractmethod
@@ -153,6 +154,12 @@ class Backend(abc.ABC):
 
     def set_uid_filter(self, uid: int | None) -> None:
         self.uid_filter = uid
+
+    def set_ppid_filter(self, ppid: int | None) -> None:
+        """Deliver only records of processes whose parent is `ppid` (the children of one
+        workload), filtered in the kernel: everything else counts as filtered, so drops
+        and misses concern that workload alone. None turns the filter off."""
+        raise BackendError(f"the {self.name} backend has no parent-pid filter")
 
     def reset_stats(self) -> None:
         raise NotImplementedError

@@ -455,6 +455,15 @@ class EbpfBackend(base.Backend):
         table = self._mod.bpf[b"tk_config"]
         value = 0 if self.uid_filter is None else int(self.uid_filter) + 1
         table[ct.c_int(0)] = ct.c_ulonglong(value)
+        value = 0 if self.ppid_filter is None else int(self.ppid_filter)
+        table[ct.c_int(1)] = ct.c_ulonglong(value)
+
+    def set_ppid_filter(self, ppid: int | None) -> None:
+        if ppid is not None and not 0 < int(ppid) < 2**32:
+            raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
+        self.ppid_filter = None if ppid is None else int(ppid)
+        if self._mod:
+            self._apply_uid_filter()
 
     def set_uid_filter(self, uid: int | None) -> None:
         if uid is not None and not (0 <= int(uid) < 2**32 - 1):

@@ -28,6 +28,7 @@ from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, Me
 
 MODULE = "toolkit_lkm"
 PROC_DIR = Path("/proc/toolkit")
+PID_MAX_LIMIT = 4 * 1024 * 1024   # the kernel's PID_MAX_LIMIT on 64-bit
 SYS_MODULE = Path("/sys/module") / MODULE
 PARAMS = ("ring_size", "proc_gid")
 SNAPSHOT_SOURCE = {"processes": "kernel (/proc/toolkit/processes)",
@@ -78,6 +79,7 @@ def parse_stats(text: str) -> Stats:
         read_lost=int(scalars.get("read_lost", 0)),
         extra={"cleared": int(scalars.get("cleared", 0)),
                "uid_filter": int(scalars.get("uid_filter", -1)),
+               "ppid_filter": int(scalars.get("ppid_filter", -1)),
                "events": [] if events_mask in ("", "none") else events_mask.split(","),
                "record_version": version},
     )
@@ -405,7 +407,8 @@ class LkmBackend(Backend):
         except FileNotFoundError:
             raise BackendError(f"{MODULE} loaded but /proc/toolkit/events is missing",
                                hint="`dmesg | grep toolkit_lkm`") from None
-        commands = [f"uid {self.uid_filter}" if self.uid_filter is not None else "uid off"]
+        commands = [f"uid {self.uid_filter}" if self.uid_filter is not None else "uid off",
+                    f"ppid {self.ppid_filter}" if self.ppid_filter is not None else "ppid off"]
         if self.events is not None:
             commands.append(f"events {self.events}")
         if os.geteuid() == 0:
@@ -458,6 +461,12 @@ class LkmBackend(Backend):
     def set_uid_filter(self, uid: int | None) -> None:
         control(f"uid {uid}" if uid is not None else "uid off")
         self.uid_filter = uid
+
+    def set_ppid_filter(self, ppid: int | None) -> None:
+        if ppid is not None and not 0 < int(ppid) <= PID_MAX_LIMIT:
+            raise BackendError(f"lkm backend: ppid must be in 1..{PID_MAX_LIMIT}, not {ppid}")
+        control(f"ppid {int(ppid)}" if ppid is not None else "ppid off")
+        self.ppid_filter = None if ppid is None else int(ppid)
 
     def reset_stats(self) -> None:
         control("reset")

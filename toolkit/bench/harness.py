@@ -101,9 +101,10 @@ def _cpu_self() -> float:
 class Harness:
     def __init__(self, specs: list[BackendSpec], storm: StormParams, lifetimes: list[int],
                  repeat: int, out_dir: Path, parameters: dict, log=_log,
-                 read_interval: float = 0.0):
+                 read_interval: float = 0.0, scope: str = "system"):
         self.specs, self.storm, self.lifetimes = specs, storm, lifetimes
         self.read_interval = read_interval   # > 0: a slow reader (drop experiments)
+        self.scope = scope   # "system": record everything; "children": the storm's only
         self.repeat, self.out_dir, self.parameters, self.log = repeat, out_dir, parameters, log
         self.backends: dict[str, object] = {}
         self.runs: list[StormRun] = []
@@ -144,19 +145,32 @@ class Harness:
         cpu = 0.0
         period = None
         scan_s = self._time_ps() if spec and spec.poll else 0.0
+        scoped = b is not None and not spec.poll and self.scope == "children"
         if b is not None:
             b.start()
-            b.reset_stats()
-        t_start = time.monotonic()
-        cpu0 = _cpu_self()
+        # The storm starts held (--wait-start): it prints its pid and forks nothing until
+        # told, so a backend can be scoped to its children and its counters zeroed first.
         try:
-            proc = subprocess.Popen(params.argv(bins, ledger), stdout=subprocess.PIPE,
+            proc = subprocess.Popen(params.argv(bins, ledger) + ["--wait-start"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
         except OSError as e:
             if b is not None:
                 b.stop()
             raise WorkloadError(f"cannot run forkstorm: {e}") from None
         try:
+            ready = proc.stdout.readline().split()
+            if len(ready) != 2 or ready[0] != "ready":
+                proc.kill()
+                raise WorkloadError(f"forkstorm did not start: {proc.stderr.read()[-500:]}")
+            if scoped:
+                b.set_ppid_filter(int(ready[1]))
+            if b is not None:
+                b.reset_stats()
+            t_start = time.monotonic()
+            cpu0 = _cpu_self()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()     # communicate() closes it
             if b is None:
                 out, err = proc.communicate()
             else:
@@ -183,6 +197,11 @@ class Harness:
                         scan_s = max(scan_s, metrics.median(spans))
         finally:
             if b is not None:
+                if scoped:
+                    try:
+                        b.set_ppid_filter(None)
+                    except BackendError:
+                        pass
                 b.stop()
             if proc.poll() is None:
                 proc.kill()

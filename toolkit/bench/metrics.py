@@ -73,11 +73,11 @@ def _rel_err_pct(observed: int, truth: int) -> float | None:
     return abs(observed - truth) / truth * 100.0 if truth > 0 else None
 
 
-def _dropped_by_type(stats_list: list[dict]) -> dict[str, int]:
+def _dropped_by_type(stats_list: list[dict], kind: str = "dropped") -> dict[str, int]:
     out: dict[str, int] = {}
     for s in stats_list:
         for name, c in (s.get("events") or {}).items():
-            out[name] = out.get(name, 0) + int(c.get("dropped", 0))
+            out[name] = out.get(name, 0) + int(c.get(kind, 0))
     return out
 
 
@@ -124,6 +124,11 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     missed = {t: truth[t] - captured[t] for t in TYPES}
     dropped = sum(drops.get(t, 0) for t in TYPES)
     never_seen = sum(max(0, missed[t] - drops.get(t, 0)) for t in TYPES)
+    # What the hooks saw beyond the ledger (the storm process itself, the harness, the
+    # rest of the machine; with --scope children these end up filtered, not dropped):
+    # drops beyond the ledger's misses can only be such events.
+    seen = _dropped_by_type(stats, "seen")
+    seen_other = {t: seen.get(t, 0) - truth[t] for t in TYPES} if stats else {}
     hook_count = sum(h.get("count", 0) for s in stats for h in s.get("hooks", []))
     hook_ns = sum(h.get("total_ns", 0) for s in stats for h in s.get("hooks", []))
     records = sum(c.records for c in caps)
@@ -138,6 +143,11 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "dropped_by_type": drops,
         "never_seen": never_seen,
         "misses_equal_drops": sum(missed.values()) == dropped,
+        "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
+        "filtered_by_type": ({t: v for t, v in _dropped_by_type(stats, "filtered").items()
+                              if t in TYPES} if stats else {}),
+        "seen_other": seen_other,
+        "dropped_other": {t: drops.get(t, 0) - missed[t] for t in TYPES} if stats else {},
         "duplicates": dups,
         "unmatched": unmatched,
         "exit_code_agreement": _r(codes_ok / codes_n, 4) if codes_n else None,
