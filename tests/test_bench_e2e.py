@@ -64,7 +64,9 @@ def test_summary_schema(run_dir):
         assert set(b["latency_ms"]) >= {"p50", "p99"}
         assert set(b["overhead_pct"]) >= {"median", "ci95_low", "ci95_high"}
         assert "cpu_s_per_1k_events" in b and "ns_per_event" in b
-        assert b["ps_model"]["predicted_fork_capture"] is not None
+        pm = b["ps_model"]
+        assert pm["predicted_low"] <= pm["predicted_fork_capture"] <= pm["predicted_high"]
+        assert 0 <= pm["scan_s"] <= pm["ps_wall_s"]
     # the sane-measurement check: 60 ms children, 50 ms polls are mostly caught,
     # 0 ms children at 1 s polls hardly ever; the model agrees with the measurement
     # (tolerances are loose: on a loaded host a ps scan slows down by 10x)

@@ -68,6 +68,15 @@ def _never_seen(b):
     return f"{ns} !" if ns else "0"
 
 
+def _model(m, key="predicted_fork_capture"):
+    """The model's point prediction and, when known, its [low, high] bounds."""
+    if m.get(key) is None:
+        return "-"
+    if m.get("predicted_low") is None:
+        return _pct(m[key])
+    return f"{_pct(m[key])} [{_pct(m['predicted_low'])}, {_pct(m['predicted_high'])}]"
+
+
 def _other_drops(b):
     d = b.get("dropped_other")
     if not d or b.get("backend") == "ps":
@@ -79,8 +88,7 @@ ROWS = [
     ("capture fork", lambda b: _pct(b["capture"]["fork"])),
     ("capture exec", lambda b: _pct(b["capture"]["exec"])),
     ("capture exit", lambda b: _pct(b["capture"]["exit"])),
-    ("ps model: fork capture", lambda b: _pct((b.get("ps_model") or {})
-                                              .get("predicted_fork_capture"))),
+    ("ps model: fork capture", lambda b: _model(b.get("ps_model") or {})),
     ("missed fork/exec/exit", _misses),
     ("counted drops", lambda b: str(b.get("dropped", 0))),
     ("  of other processes' events", _other_drops),
@@ -165,7 +173,7 @@ def sweep_table(s: dict, fmt: str = "simple") -> str | None:
             b = e["backends"].get(lb, {})
             cell = _pct(b.get("capture", {}).get("fork"))
             if "predicted_fork_capture" in b:
-                cell += f" (model {_pct(b['predicted_fork_capture'])})"
+                cell += f" (model {_model(b)})"
             row.append(cell)
         rows.append(row)
     return tabulate(rows, headers=["lifetime ms: fork capture", *labels], tablefmt=fmt,
@@ -195,8 +203,10 @@ def markdown(s: dict) -> str:
               "daemons). They must not exceed the other events the hooks saw (seen - ledger); "
               "with --scope children the other events are filtered in the kernel and "
               "misses == counted drops exactly.",
-              "- ps model = mean over children of min(1, visible lifetime / poll period); "
-              "visible from fork to exit (a zombie has no mm and ps shows VSZ 0).",
+              "- ps model = mean over children of min(1, max(0, visible - scan) / poll "
+              "period); visible from fork to exit (a zombie has no mm and ps shows VSZ 0); "
+              "scan = ps wall time - a one-pid ps's wall time (the listing-to-read lag); "
+              "[low, high] use scan = the whole wall time / 0.",
               "- RSS error compares the exit record's RSS with the child's own VmRSS read just "
               "before _exit; peak with VmHWM. ps reports the RSS of its last poll.",
               "- latency: kernel backends from the record's ts_ns to the harness's receipt "
@@ -227,6 +237,11 @@ def plot_sweep(s: dict, path: Path) -> bool:
         if any("predicted_fork_capture" in e["backends"].get(lb, {}) for e in sw):
             ps = [(e["backends"][lb].get("predicted_fork_capture") or 0) * 100 for e in sw]
             ax.plot(xs, ps, linestyle="--", color=line.get_color(), label=f"{lb} model")
+            lo = [e["backends"][lb].get("predicted_low") for e in sw]
+            hi = [e["backends"][lb].get("predicted_high") for e in sw]
+            if all(v is not None for v in lo + hi):
+                ax.fill_between(xs, [v * 100 for v in lo], [v * 100 for v in hi],
+                                color=line.get_color(), alpha=0.12, linewidth=0)
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("child lifetime (ms)")
     ax.set_ylabel("forks captured (%)")

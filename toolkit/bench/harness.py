@@ -30,6 +30,7 @@ from .reconcile import TYPES, reconcile
 from .workload import StormParams, WorkloadError, build, parse_summary
 
 NONE = "none"
+PS_ONE = ["ps", "-p", "1", "-o", "pid="]   # ps startup: one pid read
 
 
 class BenchError(Exception):
@@ -86,7 +87,8 @@ class StormRun:
     stats: dict | None = None
     cpu_s: float = 0.0
     period_s: float | None = None
-    scan_s: float = 0.0
+    scan_s: float = 0.0              # ps: listing-to-read lag (wall - startup)
+    wall_s: float = 0.0              # ps: wall time of one ps run
 
 
 def _log(msg: str) -> None:
@@ -144,7 +146,7 @@ class Harness:
         stats = None
         cpu = 0.0
         period = None
-        scan_s = self._time_ps() if spec and spec.poll else 0.0
+        wall_s, start_s = self._time_ps() if spec and spec.poll else (0.0, 0.0)
         scoped = b is not None and not spec.poll and self.scope == "children"
         if b is not None:
             b.start()
@@ -191,10 +193,11 @@ class Harness:
                     polls = int(extra.get("polls", 0))
                     dur = time.monotonic() - t_start
                     period = max(spec.interval, dur / polls) if polls else spec.interval
-                    # a poll's records arrive when its ps is done: receipt - ts is its scan
+                    # a poll's records arrive when its ps is done: receipt - ts is its
+                    # wall time (fork, exec, startup, listing, reading)
                     spans = [(rc - r.ts_ns) / 1e9 for rc, r in events]
                     if spans:
-                        scan_s = max(scan_s, metrics.median(spans))
+                        wall_s = max(wall_s, metrics.median(spans))
         finally:
             if b is not None:
                 if scoped:
@@ -212,18 +215,24 @@ class Harness:
         summary = parse_summary(out)
         rows = read_ledger(ledger)
         return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period,
-                        scan_s)
+                        max(0.0, wall_s - start_s), wall_s)
 
     @staticmethod
-    def _time_ps(n: int = 3) -> float:
-        """Median wall time of the ps backend's own ps command (before the storm)."""
+    def _time_ps(n: int = 3) -> tuple[float, float]:
+        """Median wall times of the ps backend's own ps command and of a ps that reads one
+        pid (before the storm). Their difference is the lag between ps listing /proc and
+        reading the last (newest) pids, which a child must outlive to be seen; the rest is
+        fork, exec and startup, before the listing."""
         from ..backends.ps import PS_TABLE
-        times = []
-        for _ in range(n):
-            t0 = time.monotonic()
-            subprocess.run(PS_TABLE, capture_output=True)
-            times.append(time.monotonic() - t0)
-        return metrics.median(times)
+        out = []
+        for argv in (PS_TABLE, PS_ONE):
+            times = []
+            for _ in range(n):
+                t0 = time.monotonic()
+                subprocess.run(argv, capture_output=True)
+                times.append(time.monotonic() - t0)
+            out.append(metrics.median(times))
+        return out[0], out[1]
 
     def _drain(self, b, spec: BackendSpec, events: list) -> None:
         """After the storm: ps needs one more poll to notice the last exits; a kernel
@@ -292,7 +301,7 @@ class Harness:
         def caps_of(label, lifetime=None):
             return [metrics.Capture(recon[i], poll=specs[label].poll, stats=r.stats,
                                     cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s,
-                                    scan_s=r.scan_s)
+                                    scan_s=r.scan_s, wall_s=r.wall_s)
                     for i, r in enumerate(self.runs)
                     if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)]
 
@@ -310,7 +319,10 @@ class Harness:
                 m = metrics.backend_metrics(caps_of(spec.label, lt))
                 e = {"capture": m["capture"], "dropped": m["dropped"]}
                 if spec.poll:
-                    e["predicted_fork_capture"] = m["ps_model"]["predicted_fork_capture"]
+                    pm = m["ps_model"]
+                    e["predicted_fork_capture"] = pm["predicted_fork_capture"]
+                    e["predicted_low"], e["predicted_high"] = (pm["predicted_low"],
+                                                               pm["predicted_high"])
                 entry["backends"][spec.label] = e
             sweep.append(entry)
         all_rows = [row for r in self.runs for row in r.rows]
@@ -339,7 +351,8 @@ class Harness:
             e.update(records=len(r.events), cpu_s=round(r.cpu_s, 4),
                      captured={t: rc.captured(t) for t in TYPES}, truth=rc.truth,
                      dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
-                     scan_s=r.scan_s if r.scan_s else None)
+                     scan_s=r.scan_s if r.wall_s else None,
+                     ps_wall_s=r.wall_s if r.wall_s else None)
         return e
 
     # ---------------------------------------------------------------- files

@@ -45,10 +45,11 @@ def ps_predicted_capture(rows: list[LedgerRow], period_s: float,
     """What a poller with this period should catch: the chance that a poll catches a child,
     min(1, max(0, visible_i - scan) / period), averaged over children.
 
-    `scan` is how long one `ps` takes: procps lists /proc (one getdents batch) when it
-    starts and reads each listed pid's files afterwards, the storm's children (the newest,
-    highest pids) last, so a child must be alive both when the listing is taken and when
-    its files are read, about one scan later. Natively a scan is ~10 ms; under TCG ~0.5 s.
+    `scan` is the lag between ps listing /proc (one getdents batch, right after it starts)
+    and reading the listed pids' files, the storm's children (the newest, highest pids)
+    last: a child must be alive at both. The harness measures it as the wall time of the
+    ps command minus that of a ps reading one pid (fork, exec and startup come before the
+    listing). scan = 0 gives the upper bound, scan = the whole wall time the lower one.
     """
     rows = [r for r in rows if r.pid > 0]
     if not rows or period_s <= 0:
@@ -66,7 +67,8 @@ class Capture:
     cpu_s: float = 0.0                 # collector CPU during capture (harness + ps children)
     records: int = 0                   # all records received, any process
     period_s: float | None = None      # ps: effective poll period in this round
-    scan_s: float = 0.0                # ps: how long one ps run took (median)
+    scan_s: float = 0.0                # ps: listing-to-read lag (median)
+    wall_s: float = 0.0                # ps: wall time of one ps run (median)
 
 
 def _rel_err_pct(observed: int, truth: int) -> float | None:
@@ -175,18 +177,23 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "ring_size": max((s.get("ring_size", 0) for s in stats), default=0),
     }
     if poll:
-        preds = [(ps_predicted_capture(c.recon.rows, c.period_s or 0, c.scan_s),
-                  c.recon.truth["fork"]) for c in caps]
-        n = sum(w for p, w in preds if p is not None)
+        def weighted(scan_of):
+            preds = [(ps_predicted_capture(c.recon.rows, c.period_s or 0, scan_of(c)),
+                      c.recon.truth["fork"]) for c in caps]
+            n = sum(w for p, w in preds if p is not None)
+            return _r(sum(p * w for p, w in preds if p is not None) / n, 4) if n else None
         periods = [c.period_s for c in caps if c.period_s]
         out["ps_model"] = {
-            "predicted_fork_capture": _r(sum(p * w for p, w in preds if p is not None) / n, 4)
-            if n else None,
+            "predicted_fork_capture": weighted(lambda c: c.scan_s),
+            "predicted_low": weighted(lambda c: max(c.wall_s, c.scan_s)),
+            "predicted_high": weighted(lambda c: 0.0),
             "measured_fork_capture": out["capture"]["fork"],
             "period_s": _r(median(periods), 4),
             "scan_s": _r(median([c.scan_s for c in caps]), 4),
+            "ps_wall_s": _r(median([c.wall_s for c in caps]), 4),
             "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
-            "model": "mean of min(1, max(0, visible - scan) / period)",
+            "model": "mean of min(1, max(0, visible - scan) / period); scan = ps wall time "
+                     "- one-pid ps wall time; low/high: scan = wall time / 0",
         }
     return out
 
