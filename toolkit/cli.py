@@ -232,6 +232,8 @@ def watch(backend, probe, uid, lab, fmt, duration):
     from . import schema
     b = open_backend(backend, **opts)
     t0 = time.monotonic_ns()
+    click.echo(f"watch: {backend} attached, " + (f"for {duration:g} s" if duration else
+               "Ctrl-C to stop"), err=True)
     out = click.get_text_stream("stdout")
     if fmt == "table":
         out.write(" ".join(f"{n:>{w}}" if n != "comm" else f"{n:<{w}}" for n, w in WATCH_COLS)

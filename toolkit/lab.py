@@ -213,6 +213,8 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         env = guest_env()
         env["TOOLKIT_LAB_ACCEL"] = accel.name  # so results can say kvm or tcg
         env["TOOLKIT_LAB_RELEASE"] = release
+        # the guest's home is read-only: matplotlib keeps its font cache in results/.lab
+        env.setdefault("MPLCONFIGDIR", str(rundir / "matplotlib"))
         # the guest's kernel log and SIGKILL trace: $TOOLKIT_LAB_LOGS (a path prefix) or .lab/
         log_prefix = os.environ.get("TOOLKIT_LAB_LOGS") or str(rundir / "guest-last")
         for ext in (".kmsg", ".sigkill"):

@@ -205,7 +205,7 @@ def markdown(s: dict) -> str:
               "misses == counted drops exactly.",
               "- ps model = mean over children of min(1, max(0, visible - scan) / poll "
               "period); visible from fork to exit (a zombie has no mm and ps shows VSZ 0); "
-              "scan = ps wall time - a one-pid ps's wall time (the listing-to-read lag); "
+              "scan = ps wall time - `ps --version` wall time (the listing-to-read lag); "
               "[low, high] use scan = the whole wall time / 0.",
               "- RSS error compares the exit record's RSS with the child's own VmRSS read just "
               "before _exit; peak with VmHWM. ps reports the RSS of its last poll.",

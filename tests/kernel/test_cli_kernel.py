@@ -4,10 +4,10 @@ counters."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,27 +20,42 @@ TOOLKIT = str(Path(sys.executable).parent / "toolkit")
 BACKENDS = ["lkm", "ebpf"]
 
 
-def _spawn_after(delay: float, n: int = 5) -> threading.Thread:
-    def go():
-        time.sleep(delay)
-        for _ in range(n):
-            subprocess.run(["/bin/true"], check=True)
-    t = threading.Thread(target=go)
-    t.start()
-    return t
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def watched(request):
-    # ebpf compiles first (tens of seconds under TCG): start the children late enough,
-    # and run long enough, that they fall inside the watch
-    delay, duration = (60, 75) if request.param == "ebpf" else (8, 15)
-    t = _spawn_after(delay)
-    p = subprocess.run([TOOLKIT, "watch", "--backend", request.param, "--format", "jsonl",
-                        "--duration", str(duration)], capture_output=True, text=True,
-                       timeout=300)
-    t.join()
-    return request.param, p
+    """`toolkit watch` as a user runs it: wait until it says it is attached (ebpf compiles
+    first, tens of seconds under TCG), run 5 /bin/true, read its output until all 5 execs
+    are there (or 120 s), then Ctrl-C (SIGINT) it: it must end cleanly with the counters."""
+    p = subprocess.Popen([TOOLKIT, "watch", "--backend", request.param, "--format", "jsonl"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err, out, five = [], [], threading.Event()
+
+    def pump():                     # stdout, line by line, as watch prints it
+        n = 0
+        for line in p.stdout:
+            out.append(line)
+            o = json.loads(line)
+            n += o["event"] == "exec" and o["comm"] == "true"
+            if n >= 5:
+                five.set()
+    reader = threading.Thread(target=pump)
+    reader.start()
+    try:
+        for line in p.stderr:
+            err.append(line)
+            if "attached" in line:
+                break
+        for _ in range(5):
+            subprocess.run(["/bin/true"], check=True)
+        five.wait(120)
+        p.send_signal(signal.SIGINT)
+        err.append(p.stderr.read())
+        p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        reader.join(60)
+    return request.param, p.returncode, "".join(out), "".join(err)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -53,15 +68,15 @@ def mem(request):
 
 
 def test_watch_jsonl_has_the_record_fields_and_sees_execs(watched):
-    name, p = watched
-    assert p.returncode == 0, p.stderr
-    objs = [json.loads(line) for line in p.stdout.splitlines()]
+    name, rc, stdout, stderr = watched
+    assert rc == 0, stderr
+    objs = [json.loads(line) for line in stdout.splitlines()]
     assert objs, "no events"
     assert all(list(o) == schema.FIELD_NAMES + ["event"] for o in objs)
     execs = [o for o in objs if o["event"] == "exec" and o["comm"] == "true"]
     assert len(execs) >= 5, (name, len(execs))
     # the drop counters come last, on stderr
-    stats = json.loads(p.stderr.strip().splitlines()[-1])["stats"]
+    stats = json.loads(stderr.strip().splitlines()[-1])["stats"]
     assert stats["backend"] == name and "dropped" in stats and "missed" in stats
 
 

@@ -298,8 +298,10 @@ def test_nonblocking_blocking_and_poll(loaded):
 
 # ---------------------------------------------------------------- processes / meminfo
 
-def test_processes_lists_2000_children_completely(loaded, helper):
-    n = 2000
+def test_processes_lists_10000_children_completely(loaded, helper):
+    # 10,000 live children (~1 min under TCG): the snapshot-at-open file must list every
+    # one of them, across many reads, with no duplicates
+    n = 10000
     proc = subprocess.Popen([str(helper), "spawn", str(n)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -315,10 +317,10 @@ def test_processes_lists_2000_children_completely(loaded, helper):
         assert me[0].rss_kib > 0 and me[0].total_vm_kib >= me[0].rss_kib
         for k in kids:
             assert k.state in "SR" and k.uid == 0 and k.threads == 1 and k.rss_kib > 0
-        assert len(text) > 16 * 4096
+        assert len(text) > 64 * 4096
     finally:
         proc.stdin.close()
-        proc.wait(300)
+        proc.wait(600)
 
 
 def test_snapshot_and_meminfo(loaded):

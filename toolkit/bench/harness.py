@@ -30,7 +30,7 @@ from .reconcile import TYPES, reconcile
 from .workload import StormParams, WorkloadError, build, parse_summary
 
 NONE = "none"
-PS_ONE = ["ps", "-p", "1", "-o", "pid="]   # ps startup: one pid read
+PS_START = ["ps", "--version"]   # ps startup only (ps -p 1 still reads every pid)
 
 
 class BenchError(Exception):
@@ -219,13 +219,13 @@ class Harness:
 
     @staticmethod
     def _time_ps(n: int = 3) -> tuple[float, float]:
-        """Median wall times of the ps backend's own ps command and of a ps that reads one
-        pid (before the storm). Their difference is the lag between ps listing /proc and
-        reading the last (newest) pids, which a child must outlive to be seen; the rest is
-        fork, exec and startup, before the listing."""
+        """Median wall times of the ps backend's own ps command and of `ps --version`, which
+        starts and exits without reading /proc (before the storm). Their difference is the
+        lag between ps listing /proc and reading the last (newest) pids, which a child must
+        outlive to be seen; the rest is fork, exec and startup, before the listing."""
         from ..backends.ps import PS_TABLE
         out = []
-        for argv in (PS_TABLE, PS_ONE):
+        for argv in (PS_TABLE, PS_START):
             times = []
             for _ in range(n):
                 t0 = time.monotonic()

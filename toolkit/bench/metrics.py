@@ -48,7 +48,7 @@ def ps_predicted_capture(rows: list[LedgerRow], period_s: float,
     `scan` is the lag between ps listing /proc (one getdents batch, right after it starts)
     and reading the listed pids' files, the storm's children (the newest, highest pids)
     last: a child must be alive at both. The harness measures it as the wall time of the
-    ps command minus that of a ps reading one pid (fork, exec and startup come before the
+    ps command minus that of `ps --version` (fork, exec and startup come before the
     listing). scan = 0 gives the upper bound, scan = the whole wall time the lower one.
     """
     rows = [r for r in rows if r.pid > 0]
@@ -193,7 +193,7 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
             "ps_wall_s": _r(median([c.wall_s for c in caps]), 4),
             "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
             "model": "mean of min(1, max(0, visible - scan) / period); scan = ps wall time "
-                     "- one-pid ps wall time; low/high: scan = wall time / 0",
+                     "- `ps --version` wall time; low/high: scan = wall time / 0",
         }
     return out
 
