@@ -215,17 +215,31 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         env["TOOLKIT_LAB_RELEASE"] = release
         # the guest's home is read-only: matplotlib keeps its font cache in results/.lab
         env.setdefault("MPLCONFIGDIR", str(rundir / "matplotlib"))
-        # the guest's kernel log and SIGKILL trace: $TOOLKIT_LAB_LOGS (a path prefix) or .lab/
-        log_prefix = os.environ.get("TOOLKIT_LAB_LOGS") or str(rundir / "guest-last")
+        # the guest's kernel log and SIGKILL trace: $TOOLKIT_LAB_LOGS (a path prefix), else
+        # next to this run's script (one pair per run: runs at the same time do not clash)
+        log_prefix = os.environ.get("TOOLKIT_LAB_LOGS") or str(script.with_suffix(""))
         for ext in (".kmsg", ".sigkill"):
             Path(log_prefix + ext).unlink(missing_ok=True)
+        _prune_logs(rundir)
         f.write(guest_script(cmd, cwd, env, log_prefix))
     try:
         argv = build_command(script, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
                              rwdirs=dirs)
-        return _boot(argv, release, accel, cpus, memory, results, timeout, quiet)
+        status = _boot(argv, release, accel, cpus, memory, results, timeout, quiet)
+        if status != 0 and not quiet:
+            print(f"lab: the guest's kernel log and SIGKILL trace: {log_prefix}.kmsg, "
+                  f"{log_prefix}.sigkill", file=sys.stderr, flush=True)
+        return status
     finally:
         script.unlink(missing_ok=True)
+
+
+def _prune_logs(rundir: Path, keep: int = 10) -> None:
+    """Keep the guest logs of the last `keep` runs in results/.lab."""
+    logs = sorted(rundir.glob("guest-*.kmsg"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in logs[keep:]:
+        for ext in (".kmsg", ".sigkill"):
+            old.with_suffix(ext).unlink(missing_ok=True)
 
 
 def _boot(argv, release, accel, cpus, memory, results, timeout, quiet) -> int:

@@ -28,6 +28,7 @@ from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, Me
 
 MODULE = "toolkit_lkm"
 PROC_DIR = Path("/proc/toolkit")
+TOOL_TIMEOUT_S = 180   # insmod / rmmod; minutes are normal only under emulation
 PID_MAX_LIMIT = 4 * 1024 * 1024   # the kernel's PID_MAX_LIMIT on 64-bit
 SYS_MODULE = Path("/sys/module") / MODULE
 PARAMS = ("ring_size", "proc_gid")
@@ -274,7 +275,18 @@ def _run_tool(args: list[str]) -> subprocess.CompletedProcess:
         (p for p in (f"/sbin/{args[0]}", f"/usr/sbin/{args[0]}") if os.path.exists(p)), None)
     if tool is None:
         raise BackendError(f"`{args[0]}` is not installed", hint="install kmod")
-    return subprocess.run([tool, *args[1:]], capture_output=True, text=True)
+    # a hung insmod/rmmod (stuck in the kernel, where no signal reaches it) must fail
+    # with a message, not hang the caller: do not wait for it after the timeout
+    p = subprocess.Popen([tool, *args[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        out, err = p.communicate(timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise BackendError(f"`{' '.join(args)}` did not finish in {TOOL_TIMEOUT_S} s "
+                           f"(pid {p.pid}, stuck in the kernel?)",
+                           hint="`dmesg` shows why (a hung-task report names the wait)") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def load(ring_size: int | None = None, proc_gid: int | None = None,
