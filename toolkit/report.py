@@ -231,9 +231,12 @@ def plot_sweep(s: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
     xs = [e["lifetime_ms"] for e in sw]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for lb in s["backends"]:
+    markers = "soD^v<>"
+    for i, lb in enumerate(s["backends"]):
         ys = [(e["backends"].get(lb, {}).get("capture", {}).get("fork") or 0) * 100 for e in sw]
-        line, = ax.plot(xs, ys, marker="o", label=f"{lb} measured")
+        # distinct markers, shrinking: backends that agree (both at 100%) stay visible
+        line, = ax.plot(xs, ys, marker=markers[i % len(markers)], markersize=max(3, 9 - 2 * i),
+                        label=f"{lb} measured")
         if any("predicted_fork_capture" in e["backends"].get(lb, {}) for e in sw):
             ps = [(e["backends"][lb].get("predicted_fork_capture") or 0) * 100 for e in sw]
             ax.plot(xs, ps, linestyle="--", color=line.get_color(), label=f"{lb} model")
