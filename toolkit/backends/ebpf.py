@@ -377,7 +377,7 @@ class EbpfBackend(base.Backend):
         try:
             self._open_transport(mod)
             self._enable_bpf_stats()
-            self._apply_uid_filter()
+            self._apply_filters()
             self._attach(mod)
             self._discard_stale()
             self.reset_stats()
@@ -449,9 +449,9 @@ class EbpfBackend(base.Backend):
             out.append(schema.unpack(buf))
         return out
 
-    # ---- uid filter -----------------------------------------------------
+    # ---- uid and parent filters ------------------------------------------
 
-    def _apply_uid_filter(self):
+    def _apply_filters(self):
         table = self._mod.bpf[b"tk_config"]
         value = 0 if self.uid_filter is None else int(self.uid_filter) + 1
         table[ct.c_int(0)] = ct.c_ulonglong(value)
@@ -463,14 +463,14 @@ class EbpfBackend(base.Backend):
             raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
         self.ppid_filter = None if ppid is None else int(ppid)
         if self._mod:
-            self._apply_uid_filter()
+            self._apply_filters()
 
     def set_uid_filter(self, uid: int | None) -> None:
         if uid is not None and not (0 <= int(uid) < 2**32 - 1):
             raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
         super().set_uid_filter(None if uid is None else int(uid))
         if self._mod:
-            self._apply_uid_filter()
+            self._apply_filters()
 
     # ---- stats ----------------------------------------------------------
 

@@ -75,7 +75,7 @@ def _rel_err_pct(observed: int, truth: int) -> float | None:
     return abs(observed - truth) / truth * 100.0 if truth > 0 else None
 
 
-def _dropped_by_type(stats_list: list[dict], kind: str = "dropped") -> dict[str, int]:
+def _counter_by_type(stats_list: list[dict], kind: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in stats_list:
         for name, c in (s.get("events") or {}).items():
@@ -122,14 +122,14 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
                 codes_n += 1
                 codes_ok += int(rec.exit_code == row.exit_status)
     stats = [c.stats for c in caps if c.stats]
-    drops = _dropped_by_type(stats)
+    drops = _counter_by_type(stats, "dropped")
     missed = {t: truth[t] - captured[t] for t in TYPES}
     dropped = sum(drops.get(t, 0) for t in TYPES)
     never_seen = sum(max(0, missed[t] - drops.get(t, 0)) for t in TYPES)
     # What the hooks saw beyond the ledger (the storm process itself, the harness, the
     # rest of the machine; with --scope children these end up filtered, not dropped):
     # drops beyond the ledger's misses can only be such events.
-    seen = _dropped_by_type(stats, "seen")
+    seen = _counter_by_type(stats, "seen")
     seen_other = {t: seen.get(t, 0) - truth[t] for t in TYPES} if stats else {}
     hook_count = sum(h.get("count", 0) for s in stats for h in s.get("hooks", []))
     hook_ns = sum(h.get("total_ns", 0) for s in stats for h in s.get("hooks", []))
@@ -146,7 +146,7 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "never_seen": never_seen,
         "misses_equal_drops": sum(missed.values()) == dropped,
         "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
-        "filtered_by_type": ({t: v for t, v in _dropped_by_type(stats, "filtered").items()
+        "filtered_by_type": ({t: v for t, v in _counter_by_type(stats, "filtered").items()
                               if t in TYPES} if stats else {}),
         "seen_other": seen_other,
         "dropped_other": {t: drops.get(t, 0) - missed[t] for t in TYPES} if stats else {},
