@@ -48,25 +48,19 @@
 
 #include "toolkit_record.h"
 
-/* Counter kinds; the counter of (type, kind) is at type * TK_NKINDS + kind. */
-#define TK_SEEN		0	/* the hook fired for an event of this type */
-#define TK_FILTERED	1	/* left out by the uid or parent filter */
-#define TK_DELIVERED	2	/* written to the ring / perf buffer */
-#define TK_DROPPED	3	/* reservation / perf output failed */
-#define TK_NKINDS	4
-#define TK_NCOUNTERS	((TK_EVENT_MAX + 1) * TK_NKINDS)
-
-/* Per-CPU so the hot path never bounces a cache line between CPUs. */
+/*
+ * The counters of TK_COUNTER_KINDS (the header's, shared with the module),
+ * one per (event type, kind) at TK_COUNTER_KEY(type, kind).  Per-CPU so the
+ * hot path never bounces a cache line between CPUs.
+ */
 BPF_PERCPU_ARRAY(tk_counters, u64, TK_NCOUNTERS);
 
 /*
- * tk_config[0]: uid filter.  0 = off, otherwise (uid + 1): only records of
- * that real uid are delivered.  Written by user space (set_uid_filter).
- * tk_config[1]: parent filter.  0 = off, otherwise only records of processes
- * whose parent's tgid is that value (set_ppid_filter), as the module's
- * "ppid N" control command.
+ * The filters, at the header's TK_CONFIG_SLOTS: TK_CONFIG_UID (real uid)
+ * and TK_CONFIG_PPID (parent's tgid, as the module's "ppid N"), each
+ * TK_FILTER_OFF or TK_FILTER_ENCODE(id).  Written by user space.
  */
-BPF_ARRAY(tk_config, u64, 2);
+BPF_ARRAY(tk_config, u64, TK_CONFIG_MAX);
 
 #if defined(TK_TRANSPORT_RINGBUF)
 BPF_RINGBUF_OUTPUT(tk_events, TK_RINGBUF_PAGES);
@@ -78,7 +72,7 @@ BPF_PERF_OUTPUT(tk_events);
 
 static __always_inline void tk_count(u32 type, u32 kind)
 {
-	u32 key = type * TK_NKINDS + kind;
+	u32 key = TK_COUNTER_KEY(type, kind);
 	u64 *val = tk_counters.lookup(&key);
 
 	/*
@@ -215,24 +209,24 @@ static __always_inline void tk_fill_exit(struct tk_record *r,
 static __always_inline int tk_emit(void *ctx, u32 type, struct task_struct *t,
 				   int is_exit, long code)
 {
-	u32 zero = 0, one = 1;
-	u64 *filter = tk_config.lookup(&zero);
-	u64 *pfilter = tk_config.lookup(&one);
+	u32 uid_slot = TK_CONFIG_UID, ppid_slot = TK_CONFIG_PPID;
+	u64 *filter = tk_config.lookup(&uid_slot);
+	u64 *pfilter = tk_config.lookup(&ppid_slot);
 	u32 uid = tk_task_uid(t);
 
 	tk_count(type, TK_SEEN);
-	if (filter && *filter && *filter != (u64)uid + 1) {
+	if (filter && !TK_FILTER_PASSES(*filter, uid)) {
 		tk_count(type, TK_FILTERED);
 		return 0;
 	}
-	if (pfilter && *pfilter) {
+	if (pfilter && *pfilter != TK_FILTER_OFF) {
 		struct task_struct *parent = NULL;
 		u32 ppid = 0;
 
 		bpf_probe_read_kernel(&parent, sizeof(parent), &t->real_parent);
 		if (parent)
 			bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
-		if (*pfilter != ppid) {
+		if (!TK_FILTER_PASSES(*pfilter, ppid)) {
 			tk_count(type, TK_FILTERED);
 			return 0;
 		}

@@ -3,7 +3,10 @@
  * toolkit_record.h - the one definition of a process lifecycle record.
  *
  * Included by the kernel module (lkm/), by the BCC programs (ebpf/) and
- * parsed by Python (toolkit/schema.py), so the backends cannot drift.
+ * parsed by Python (toolkit/schema.py), so the backends cannot drift.  Every
+ * other agreement between the C sides and Python lives here too: the event
+ * types, the drop-counter kinds, the hooks and their kernel symbols, the
+ * filter encoding and the eBPF configuration slots.
  *
  * Rules (as in Falco's event table): fields may be appended, never changed
  * or reordered in place; any change to the layout bumps TK_RECORD_VERSION.
@@ -33,7 +36,9 @@
 	X(EXEC, 3, "exec")		\
 	X(EXIT, 4, "exit")
 
-#define TK_EVENT_MAX 4
+/* Values run 1..TK_EVENT_MAX without gaps, so the count is the largest. */
+#define TK_PLUS_ONE(name, value, text)	+ 1
+#define TK_EVENT_MAX	(0 TK_EVENT_TYPES(TK_PLUS_ONE))
 
 /* Bits of the flags field. */
 #define TK_FLAG_HAS_MM		0x1	/* rss/hiwater read from a live mm */
@@ -62,6 +67,50 @@
 	  "(code << 8) | signal")					\
 	A(char, comm, TK_COMM_LEN, "task comm, NUL padded")
 
+/*
+ * Counter kinds, one counter of each kind per event type, identical on both
+ * backends: K(NAME, index, "text").  Every event a hook sees ends in exactly
+ * one of filtered, delivered or dropped, so seen == filtered + delivered +
+ * dropped.  The module prints them by text in /proc/toolkit/stats; eBPF keeps
+ * them in a per-CPU array at TK_COUNTER_KEY(type, kind).
+ */
+#define TK_COUNTER_KINDS(K)						\
+	K(SEEN, 0, "seen")		/* the hook saw an enabled event */	\
+	K(FILTERED, 1, "filtered")	/* left out by the uid/parent filter */ \
+	K(DELIVERED, 2, "delivered")	/* queued for user space */	\
+	K(DROPPED, 3, "dropped")	/* ring full / reservation failed */
+
+#define TK_COUNTER_KEY(type, kind)	((type) * TK_NKINDS + (kind))
+#define TK_NCOUNTERS			((TK_EVENT_MAX + 1) * TK_NKINDS)
+
+/*
+ * The kernel functions both backends hook (kprobes in the module, kprobes
+ * or fentry in eBPF), in the order of enum tk_hook: H(NAME, "symbol",
+ * "event").  `toolkit doctor` checks that /proc/kallsyms has each symbol.
+ *  FORK  wake_up_new_task(p): a new task made runnable (fork or clone)
+ *  EXEC  setup_new_exec(bprm): execve() past the point of no return
+ *  EXIT  do_exit(code): the mm is still attached, RSS is real
+ */
+#define TK_HOOKS(H)						\
+	H(FORK, "wake_up_new_task", "fork")			\
+	H(EXEC, "setup_new_exec", "exec")			\
+	H(EXIT, "do_exit", "exit")
+
+/*
+ * Filters (real uid, parent's tgid), as both kernel sides store them in a
+ * __u64: TK_FILTER_OFF, or the id + 1, so that a zeroed BPF array entry
+ * means off and every u32 id (uid 0 included) can be selected.
+ */
+#define TK_FILTER_OFF			0ULL
+#define TK_FILTER_ENCODE(id)		((__u64)(id) + 1)
+#define TK_FILTER_PASSES(filter, id)					\
+	((filter) == TK_FILTER_OFF || (filter) == TK_FILTER_ENCODE(id))
+
+/* Slots of the eBPF tk_config array (the module has the same two filters). */
+#define TK_CONFIG_SLOTS(C)		\
+	C(UID, 0, "uid")		\
+	C(PPID, 1, "ppid")
+
 struct tk_record {
 #define TK_DECLARE_SCALAR(type, name, doc)		type name;
 #define TK_DECLARE_ARRAY(type, name, count, doc)	type name[count];
@@ -79,6 +128,27 @@ enum tk_event_type {
 #define TK_DECLARE_EVENT(name, value, text)	TK_EVENT_##name = value,
 	TK_EVENT_TYPES(TK_DECLARE_EVENT)
 #undef TK_DECLARE_EVENT
+};
+
+enum tk_counter_kind {
+#define TK_DECLARE_KIND(name, index, text)	TK_##name = index,
+	TK_COUNTER_KINDS(TK_DECLARE_KIND)
+#undef TK_DECLARE_KIND
+	TK_NKINDS
+};
+
+enum tk_hook {
+#define TK_DECLARE_HOOK(name, symbol, event)	TK_HOOK_##name,
+	TK_HOOKS(TK_DECLARE_HOOK)
+#undef TK_DECLARE_HOOK
+	TK_HOOK_MAX
+};
+
+enum tk_config_slot {
+#define TK_DECLARE_SLOT(name, index, text)	TK_CONFIG_##name = index,
+	TK_CONFIG_SLOTS(TK_DECLARE_SLOT)
+#undef TK_DECLARE_SLOT
+	TK_CONFIG_MAX
 };
 
 #endif /* TOOLKIT_RECORD_H */

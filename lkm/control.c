@@ -28,8 +28,8 @@
 
 #define TK_CONTROL_CMDS	16
 
-s64 tk_uid_filter = TK_UID_OFF;
-s64 tk_ppid_filter = TK_PPID_OFF;
+u64 tk_uid_filter = TK_FILTER_OFF;
+u64 tk_ppid_filter = TK_FILTER_OFF;
 u32 tk_event_mask = TK_EVENT_ALL;
 
 static DEFINE_MUTEX(tk_control_lock);
@@ -44,7 +44,7 @@ enum tk_op {
 
 struct tk_cmd {
 	enum tk_op op;
-	s64 arg;
+	u64 arg;
 };
 
 static int tk_parse_events(char *list, u32 *mask)
@@ -96,23 +96,23 @@ static int tk_parse_cmd(char *line, struct tk_cmd *cmd)
 	if (!strcmp(verb, "uid")) {
 		cmd->op = TK_OP_UID;
 		if (!strcmp(arg, "off")) {
-			cmd->arg = TK_UID_OFF;
+			cmd->arg = TK_FILTER_OFF;
 			return 0;
 		}
 		if (kstrtou32(arg, 10, &val) || val == (u32)-1)
 			return -EINVAL;
-		cmd->arg = val;
+		cmd->arg = TK_FILTER_ENCODE(val);
 		return 0;
 	}
 	if (!strcmp(verb, "ppid")) {
 		cmd->op = TK_OP_PPID;
 		if (!strcmp(arg, "off")) {
-			cmd->arg = TK_PPID_OFF;
+			cmd->arg = TK_FILTER_OFF;
 			return 0;
 		}
 		if (kstrtou32(arg, 10, &val) || !val || val > PID_MAX_LIMIT)
 			return -EINVAL;
-		cmd->arg = val;
+		cmd->arg = TK_FILTER_ENCODE(val);
 		return 0;
 	}
 	if (!strcmp(verb, "events")) {

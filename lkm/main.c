@@ -19,13 +19,13 @@
 
 #include "toolkit_lkm.h"
 
-unsigned int ring_size = 16384;
-module_param(ring_size, uint, 0444);
+unsigned int tk_ring_size = 16384;
+module_param_named(ring_size, tk_ring_size, uint, 0444);
 MODULE_PARM_DESC(ring_size,
 		 "ring capacity in records, 16..1048576 (default 16384)");
 
-int proc_gid = -1;
-module_param(proc_gid, int, 0444);
+int tk_proc_gid = -1;
+module_param_named(proc_gid, tk_proc_gid, int, 0444);
 MODULE_PARM_DESC(proc_gid,
 		 "group allowed to read /proc/toolkit (default -1: root only)");
 
@@ -35,34 +35,28 @@ static int __init tk_init(void)
 
 	BUILD_BUG_ON(TK_COMM_LEN != TASK_COMM_LEN);
 
-	if (ring_size < TK_RING_MIN || ring_size > TK_RING_MAX) {
+	if (tk_ring_size < TK_RING_MIN || tk_ring_size > TK_RING_MAX) {
 		pr_err("ring_size %u is out of range %u..%u\n",
-		       ring_size, TK_RING_MIN, TK_RING_MAX);
+		       tk_ring_size, TK_RING_MIN, TK_RING_MAX);
 		return -EINVAL;
 	}
-	if (proc_gid < -1) {
-		pr_err("proc_gid %d is invalid\n", proc_gid);
+	if (tk_proc_gid < -1) {
+		pr_err("proc_gid %d is invalid\n", tk_proc_gid);
 		return -EINVAL;
 	}
 
-	ret = tk_ring_init(ring_size);
-	if (ret) {
-		pr_err("cannot allocate a ring of %u records, error %d\n",
-		       ring_size, ret);
+	/* each step logs its own failure, once, where it happens */
+	ret = tk_ring_init(tk_ring_size);
+	if (ret)
 		return ret;
-	}
 	ret = tk_procfs_create();
-	if (ret) {
-		pr_err("cannot create /proc/%s, error %d\n", TK_PROC_DIR, ret);
+	if (ret)
 		goto free_ring;
-	}
 	ret = tk_probes_register();
-	if (ret) {
-		pr_err("cannot register the kprobes, error %d\n", ret);
+	if (ret)
 		goto remove_procfs;
-	}
 	pr_info("loaded: ring_size=%u proc_gid=%d record_version=%d\n",
-		ring_size, proc_gid, TK_RECORD_VERSION);
+		tk_ring_size, tk_proc_gid, TK_RECORD_VERSION);
 	return 0;
 
 remove_procfs:

@@ -174,20 +174,20 @@ out:
 	return 0;
 }
 
-static struct kprobe tk_kprobes[TK_HOOK_MAX] = {
-	[TK_HOOK_FORK] = {
-		.symbol_name = "wake_up_new_task",
-		.pre_handler = tk_fork_pre,
-	},
-	[TK_HOOK_EXEC] = {
-		.symbol_name = "setup_new_exec",
-		.pre_handler = tk_exec_pre,
-	},
-	[TK_HOOK_EXIT] = {
-		.symbol_name = "do_exit",
-		.pre_handler = tk_exit_pre,
-	},
+/* the handlers, by hook; the symbols come from TK_HOOKS in the header */
+static const kprobe_pre_handler_t tk_pre_handlers[TK_HOOK_MAX] = {
+	[TK_HOOK_FORK] = tk_fork_pre,
+	[TK_HOOK_EXEC] = tk_exec_pre,
+	[TK_HOOK_EXIT] = tk_exit_pre,
 };
+
+static const char *const tk_hook_symbols[TK_HOOK_MAX] = {
+#define TK_HOOK_SYMBOL(name, symbol, event)	[TK_HOOK_##name] = symbol,
+	TK_HOOKS(TK_HOOK_SYMBOL)
+#undef TK_HOOK_SYMBOL
+};
+
+static struct kprobe tk_kprobes[TK_HOOK_MAX];
 
 static struct kprobe *tk_kprobe_ptrs[TK_HOOK_MAX] = {
 	&tk_kprobes[TK_HOOK_FORK],
@@ -199,15 +199,17 @@ int tk_probes_register(void)
 {
 	int i, ret;
 
-	/* a kprobe may have been used by an earlier load of this image */
+	/* fresh kprobes: an earlier load of this image may have used them */
 	for (i = 0; i < TK_HOOK_MAX; i++) {
-		tk_kprobes[i].addr = NULL;
-		tk_kprobes[i].flags = 0;
-		tk_kprobes[i].nmissed = 0;
+		memset(&tk_kprobes[i], 0, sizeof(tk_kprobes[i]));
+		tk_kprobes[i].symbol_name = tk_hook_symbols[i];
+		tk_kprobes[i].pre_handler = tk_pre_handlers[i];
 	}
 	ret = register_kprobes(tk_kprobe_ptrs, TK_HOOK_MAX);
 	if (ret < 0)
-		pr_err("register_kprobes failed, returned %d\n", ret);
+		pr_err("cannot register the kprobes (%s, %s, %s), error %d\n",
+		       tk_hook_symbols[TK_HOOK_FORK], tk_hook_symbols[TK_HOOK_EXEC],
+		       tk_hook_symbols[TK_HOOK_EXIT], ret);
 	return ret;
 }
 

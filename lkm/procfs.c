@@ -274,17 +274,57 @@ static void tk_procs_stop(struct seq_file *m, void *v)
 {
 }
 
+/* Memory counters of one process, pages. */
+struct tk_proc_mem {
+	u64 rss;
+	u64 hiwater;
+	u64 total_vm;
+};
+
+/*
+ * Read @p's memory counters from the first of its threads that still has
+ * an mm (a zombie leader has none).  Caller holds rcu_read_lock().
+ * Returns false if no thread has one: the process is leaving.
+ */
+static bool tk_proc_read_mem(struct task_struct *p, struct tk_proc_mem *mem)
+{
+	struct task_struct *t;
+	bool found = false;
+
+	for_each_thread(p, t) {
+		task_lock(t);	/* a spinlock: keeps t->mm, fine under RCU */
+		if (t->mm) {
+			mem->rss = get_mm_rss(t->mm);
+			mem->hiwater = get_mm_hiwater_rss(t->mm);
+			mem->total_vm = READ_ONCE(t->mm->total_vm);
+			found = true;
+		}
+		task_unlock(t);
+		if (found)
+			break;
+	}
+	return found;
+}
+
+/* utime + stime of the thread group, ns.  Caller holds rcu_read_lock(). */
+static u64 tk_proc_cpu_ns(struct task_struct *p)
+{
+	struct task_struct *t;
+	u64 cpu_ns = p->signal->utime + p->signal->stime;
+
+	for_each_thread(p, t)
+		cpu_ns += READ_ONCE(t->utime) + READ_ONCE(t->stime);
+	return cpu_ns;
+}
+
 static int tk_procs_show(struct seq_file *m, void *v)
 {
-	struct task_struct *p, *t;
-	struct mm_struct *mm;
-	u64 rss = 0, hiwater = 0, total_vm = 0, cpu_ns;
+	struct task_struct *p;
+	struct tk_proc_mem mem;
 	char comm[TASK_COMM_LEN];
-	bool has_mm = false;
 	pid_t ppid;
 	uid_t uid;
-	int threads;
-	char state;
+	u64 cpu_ns;
 
 	if (v == SEQ_START_TOKEN) {
 		seq_puts(m, "# pid ppid uid state rss_kib hiwater_rss_kib "
@@ -294,46 +334,26 @@ static int tk_procs_show(struct seq_file *m, void *v)
 	p = *(struct task_struct **)v;
 
 	rcu_read_lock();
-	if (!pid_alive(p))
-		goto skip;
-	/* a zombie leader has no mm: take it from a live thread */
-	for_each_thread(p, t) {
-		task_lock(t);	/* a spinlock: keeps t->mm, fine under RCU */
-		mm = t->mm;
-		if (mm) {
-			rss = get_mm_rss(mm);
-			hiwater = get_mm_hiwater_rss(mm);
-			total_vm = READ_ONCE(mm->total_vm);
-			has_mm = true;
-		}
-		task_unlock(t);
-		if (has_mm)
-			break;
+	if (!pid_alive(p) || !tk_proc_read_mem(p, &mem)) {
+		rcu_read_unlock();
+		return SEQ_SKIP;
 	}
-	if (!has_mm)
-		goto skip;
-	cpu_ns = p->signal->utime + p->signal->stime;
-	for_each_thread(p, t)
-		cpu_ns += READ_ONCE(t->utime) + READ_ONCE(t->stime);
+	cpu_ns = tk_proc_cpu_ns(p);
 	ppid = rcu_dereference(p->real_parent)->tgid;
 	uid = from_kuid_munged(&init_user_ns, task_uid(p));
-	state = task_state_to_char(p);
-	threads = get_nr_threads(p);
 	task_lock(p);
 	strscpy_pad(comm, p->comm, sizeof(comm));
 	task_unlock(p);
 	rcu_read_unlock();
 
 	seq_printf(m, "%d %d %u %c %llu %llu %llu %llu %llu %d ",
-		   p->tgid, ppid, uid, state, TK_PAGES_TO_KIB(rss),
-		   TK_PAGES_TO_KIB(hiwater), TK_PAGES_TO_KIB(total_vm), cpu_ns,
-		   p->start_time, threads);
+		   p->tgid, ppid, uid, task_state_to_char(p),
+		   TK_PAGES_TO_KIB(mem.rss), TK_PAGES_TO_KIB(mem.hiwater),
+		   TK_PAGES_TO_KIB(mem.total_vm), cpu_ns, p->start_time,
+		   get_nr_threads(p));
 	seq_escape(m, comm, TK_ESCAPE);
 	seq_putc(m, '\n');
 	return 0;
-skip:
-	rcu_read_unlock();
-	return SEQ_SKIP;
 }
 
 static const struct seq_operations tk_procs_seq_ops = {
@@ -410,13 +430,22 @@ static int tk_meminfo_show(struct seq_file *m, void *v)
 
 /* ---- stats ---------------------------------------------------------- */
 
+/* "<name> off" or "<name> <id>": a filter as the stats file shows it. */
+void tk_seq_filter(struct seq_file *m, const char *name, u64 filter)
+{
+	if (filter == TK_FILTER_OFF)
+		seq_printf(m, "%s off\n", name);
+	else
+		seq_printf(m, "%s %llu\n", name, filter - 1);
+}
+
 static int tk_stats_show(struct seq_file *m, void *v)
 {
 	struct tk_hook_stats hooks[TK_HOOK_MAX];
 	struct tk_ring_snap snap;
 	u32 mask = READ_ONCE(tk_event_mask);
 	bool first = true;
-	int i;
+	int i, k;
 
 	tk_ring_snapshot(&snap);
 	tk_probes_stats(hooks);
@@ -426,8 +455,8 @@ static int tk_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "ring_fill %llu\n", snap.fill);
 	seq_printf(m, "read_lost %llu\n", snap.read_lost);
 	seq_printf(m, "cleared %llu\n", snap.cleared);
-	seq_printf(m, "uid_filter %lld\n", READ_ONCE(tk_uid_filter));
-	seq_printf(m, "ppid_filter %lld\n", READ_ONCE(tk_ppid_filter));
+	tk_seq_filter(m, "uid_filter", READ_ONCE(tk_uid_filter));
+	tk_seq_filter(m, "ppid_filter", READ_ONCE(tk_ppid_filter));
 	seq_puts(m, "events ");
 	for (i = 1; i <= TK_EVENT_MAX; i++) {
 		if (!(mask & TK_EVENT_BIT(i)))
@@ -436,11 +465,13 @@ static int tk_stats_show(struct seq_file *m, void *v)
 		first = false;
 	}
 	seq_puts(m, first ? "none\n" : "\n");
-	for (i = 1; i <= TK_EVENT_MAX; i++)
-		seq_printf(m, "event %s seen %llu filtered %llu delivered %llu dropped %llu\n",
-			   tk_event_names[i], snap.ev[i].seen,
-			   snap.ev[i].filtered, snap.ev[i].delivered,
-			   snap.ev[i].dropped);
+	for (i = 1; i <= TK_EVENT_MAX; i++) {
+		seq_printf(m, "event %s", tk_event_names[i]);
+		for (k = 0; k < TK_NKINDS; k++)
+			seq_printf(m, " %s %llu", tk_counter_names[k],
+				   snap.ev[i].n[k]);
+		seq_putc(m, '\n');
+	}
 	for (i = 0; i < TK_HOOK_MAX; i++)
 		seq_printf(m, "hook %s count %llu total_ns %llu missed %lu\n",
 			   hooks[i].symbol, hooks[i].count, hooks[i].total_ns,
@@ -452,20 +483,25 @@ static int tk_stats_show(struct seq_file *m, void *v)
 
 int tk_procfs_create(void)
 {
-	bool group = proc_gid >= 0;
+	bool group = tk_proc_gid >= 0;
 	umode_t rd = group ? 0440 : 0400;
 	kgid_t gid = GLOBAL_ROOT_GID;
 	struct proc_dir_entry *e[4];
 	int i;
 
 	if (group) {
-		gid = make_kgid(&init_user_ns, proc_gid);
-		if (!gid_valid(gid))
+		gid = make_kgid(&init_user_ns, tk_proc_gid);
+		if (!gid_valid(gid)) {
+			pr_err("proc_gid %d is not a valid group\n", tk_proc_gid);
 			return -EINVAL;
+		}
 	}
 	tk_proc_dir = proc_mkdir_mode(TK_PROC_DIR, group ? 0550 : 0500, NULL);
-	if (!tk_proc_dir)
-		return -EEXIST;	/* or no memory; most likely a name clash */
+	if (!tk_proc_dir) {
+		/* or no memory; most likely a name clash */
+		pr_err("cannot create /proc/%s\n", TK_PROC_DIR);
+		return -EEXIST;
+	}
 	proc_set_user(tk_proc_dir, GLOBAL_ROOT_UID, gid);
 
 	e[0] = proc_create("events", rd, tk_proc_dir, &tk_events_ops);
@@ -482,6 +518,7 @@ int tk_procfs_create(void)
 	return 0;
 
 remove_dir:
+	pr_err("cannot create the files of /proc/%s\n", TK_PROC_DIR);
 	proc_remove(tk_proc_dir);
 	tk_proc_dir = NULL;
 	return -ENOMEM;

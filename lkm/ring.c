@@ -28,6 +28,12 @@ const char *const tk_event_names[TK_EVENT_MAX + 1] = {
 #undef TK_EVENT_NAME
 };
 
+const char *const tk_counter_names[TK_NKINDS] = {
+#define TK_COUNTER_NAME(name, index, text)	[index] = text,
+	TK_COUNTER_KINDS(TK_COUNTER_NAME)
+#undef TK_COUNTER_NAME
+};
+
 /* Runs in hard interrupt context (or at the next tick), never in a probe. */
 static void tk_ring_wake(struct irq_work *work)
 {
@@ -37,8 +43,10 @@ static void tk_ring_wake(struct irq_work *work)
 int tk_ring_init(u32 size)
 {
 	tk_ring.buf = vzalloc(array_size(size, sizeof(*tk_ring.buf)));
-	if (!tk_ring.buf)
+	if (!tk_ring.buf) {
+		pr_err("cannot allocate a ring of %u records\n", size);
 		return -ENOMEM;
+	}
 	tk_ring.size = size;
 	tk_ring.head = 0;
 	tk_ring.tail = 0;
@@ -61,22 +69,22 @@ void tk_ring_free(void)
 void tk_ring_submit(const struct tk_record *rec)
 {
 	struct tk_event_counters *c = &tk_ring.ev[rec->type];
-	s64 uid = READ_ONCE(tk_uid_filter);
-	s64 ppid = READ_ONCE(tk_ppid_filter);
+	u64 uid = READ_ONCE(tk_uid_filter);
+	u64 ppid = READ_ONCE(tk_ppid_filter);
 	unsigned long flags;
 	bool queued = false;
 
 	spin_lock_irqsave(&tk_ring.lock, flags);
-	c->seen++;
-	if ((uid != TK_UID_OFF && rec->uid != (u32)uid) ||
-	    (ppid != TK_PPID_OFF && rec->ppid != (u32)ppid)) {
-		c->filtered++;
+	c->n[TK_SEEN]++;
+	if (!TK_FILTER_PASSES(uid, rec->uid) ||
+	    !TK_FILTER_PASSES(ppid, rec->ppid)) {
+		c->n[TK_FILTERED]++;
 	} else if (tk_ring.head - tk_ring.tail >= tk_ring.size) {
-		c->dropped++;
+		c->n[TK_DROPPED]++;
 	} else {
 		tk_ring.buf[tk_ring.head % tk_ring.size] = *rec;
 		tk_ring.head++;
-		c->delivered++;
+		c->n[TK_DELIVERED]++;
 		queued = true;
 	}
 	spin_unlock_irqrestore(&tk_ring.lock, flags);

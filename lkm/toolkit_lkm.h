@@ -17,6 +17,7 @@
 #include <linux/wait.h>
 #include <linux/irq_work.h>
 #include <linux/proc_fs.h>
+#include <linux/seq_file.h>
 
 #include "toolkit_record.h"
 
@@ -24,29 +25,24 @@
 #define TK_RING_MIN		16
 #define TK_RING_MAX		1048576
 #define TK_CONTROL_MAX		256
-#define TK_UID_OFF		(-1LL)
-#define TK_PPID_OFF		(-1LL)
-
-/* One bit per event type in the event mask. */
+/* One bit per event type in the event mask; types are 1..TK_EVENT_MAX. */
 #define TK_EVENT_BIT(type)	(1U << (type))
-#define TK_EVENT_ALL		(TK_EVENT_BIT(TK_EVENT_FORK) |	\
-				 TK_EVENT_BIT(TK_EVENT_CLONE) |	\
-				 TK_EVENT_BIT(TK_EVENT_EXEC) |	\
-				 TK_EVENT_BIT(TK_EVENT_EXIT))
+#define TK_EVENT_ALL		(((1U << (TK_EVENT_MAX + 1)) - 1) & ~1U)
 
 /* module parameters (main.c) */
-extern unsigned int ring_size;
-extern int proc_gid;
+extern unsigned int tk_ring_size;
+extern int tk_proc_gid;
 
-/* event names, indexed by type (ring.c) */
+/* event and counter names, indexed by type and by kind (ring.c) */
 extern const char *const tk_event_names[TK_EVENT_MAX + 1];
+extern const char *const tk_counter_names[TK_NKINDS];
 
-/* Counters of one event type; see struct tk_ring. */
+/*
+ * Counters of one event type, indexed by enum tk_counter_kind (the header's
+ * TK_COUNTER_KINDS, shared with eBPF); see struct tk_ring.
+ */
 struct tk_event_counters {
-	u64 seen;	/* the hook saw an event of this type (enabled) */
-	u64 filtered;	/* left out by the uid filter */
-	u64 delivered;	/* written to the ring */
-	u64 dropped;	/* ring full */
+	u64 n[TK_NKINDS];
 };
 
 /*
@@ -70,8 +66,8 @@ struct tk_ring {
 extern struct tk_ring tk_ring;
 
 /* Run-time settings changed by the control file. */
-extern s64 tk_uid_filter;	/* TK_UID_OFF or a uid */
-extern s64 tk_ppid_filter;	/* TK_PPID_OFF or a parent's tgid */
+extern u64 tk_uid_filter;	/* TK_FILTER_OFF or TK_FILTER_ENCODE(uid) */
+extern u64 tk_ppid_filter;	/* TK_FILTER_OFF or TK_FILTER_ENCODE(tgid) */
 extern u32 tk_event_mask;	/* TK_EVENT_BIT()s of the enabled types */
 
 static inline bool tk_event_enabled(u32 type)
@@ -100,14 +96,7 @@ void tk_ring_add_read_lost(u64 n);
 void tk_ring_shutdown(void);
 void tk_ring_wait_pollers(void);
 
-/* kprobes (probes.c) */
-enum tk_hook {
-	TK_HOOK_FORK,
-	TK_HOOK_EXEC,
-	TK_HOOK_EXIT,
-	TK_HOOK_MAX
-};
-
+/* kprobes (probes.c), one per TK_HOOKS entry of the record header */
 struct tk_hook_stats {
 	const char *symbol;
 	u64 count;
@@ -123,6 +112,7 @@ void tk_probes_reset(void);
 /* /proc/toolkit (procfs.c, control.c) */
 extern struct proc_dir_entry *tk_proc_dir;
 int tk_procfs_create(void);
+void tk_seq_filter(struct seq_file *m, const char *name, u64 filter);
 void tk_procfs_remove(void);
 extern const struct proc_ops tk_control_ops;
 

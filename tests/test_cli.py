@@ -65,3 +65,38 @@ def test_kernel_backend_without_kernel_support_points_to_doctor_and_lab():
 def test_version():
     r = run("--version")
     assert r.exit_code == 0 and "toolkit" in r.output
+
+
+def test_every_command_is_registered_in_one_list():
+    from toolkit.cli import COMMANDS
+    assert sorted(main.commands) == sorted(c.name for c in COMMANDS)
+    assert {"doctor", "lab", "watch", "mem", "lkm", "bench", "report"} <= set(main.commands)
+
+
+def test_help_lists_the_exit_codes():
+    from toolkit.errors import EXIT_CODES
+    r = run("--help")
+    assert r.exit_code == 0 and "Exit status:" in r.output
+    for code in EXIT_CODES:
+        assert f"  {code} " in r.output, code
+
+
+@pytest.mark.parametrize("args", [
+    ["lkm", "build", "--release", "0.0.0-no-such-kernel"],     # BackendError
+    ["report", "/proc/self"],                                    # ReportError
+    ["bench", "forkstorm", "--backend", "ps", "--out", "/proc/no/such/dir"],  # OSError
+])
+def test_the_same_failure_exits_the_same_everywhere(args):
+    """Every ToolkitError (backend, report, bench, OSError) goes through the one handler:
+    exit 2, `error:` on the first line, no traceback."""
+    from toolkit.errors import EXIT_ERROR
+    r = run(*args)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert r.output.startswith("error: "), r.output
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0,1,x", "whole numbers"), ("1,-5", "must be >= 0"), (",", "empty list")])
+def test_list_options_are_checked(value, message):
+    r = run("bench", "forkstorm", "--backend", "ps", "--lifetime", value)
+    assert r.exit_code == 2 and message in r.output, r.output

@@ -22,7 +22,8 @@ def test_stats():
     for c in s.events.values():
         assert c.seen == c.filtered + c.delivered + c.dropped
     assert s.ring_size > 0 and s.ring_fill >= 0 and s.read_lost >= 0
-    assert s.extra["uid_filter"] in (-1,) or s.extra["uid_filter"] >= 0
+    # captured with both filters off: the stats file says "off", not a number
+    assert s.extra["uid_filter"] is None and s.extra["ppid_filter"] is None
     assert "cleared" in s.extra
     assert [h.name for h in s.hooks] == ["wake_up_new_task", "setup_new_exec", "do_exit"]
     assert s.ring_size == 4096
@@ -43,6 +44,8 @@ def test_stats_synthetic_values():
     assert s.events["exec"].seen == 0
     assert s.dropped == 5 and s.missed == 2 and s.hooks[0].ns_per_call == 100
     assert lkm.parse_stats("record_version 1\nevents none\n").extra["events"] == []
+    uid0 = lkm.parse_stats("record_version 1\nuid_filter 0\nppid_filter off\n").extra
+    assert uid0["uid_filter"] == 0 and uid0["ppid_filter"] is None   # uid 0 is not "off"
 
 
 def test_stats_refuses_other_record_version():
@@ -119,7 +122,8 @@ def test_missing_headers_is_a_clear_error():
 def test_cli_errors_are_one_line(monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.lkm_cli import lkm as group
-    r = CliRunner().invoke(group, ["build", "--release", "0.0.0-no-such-kernel"])
-    assert r.exit_code == 1 and "Traceback" not in r.output
+    from toolkit.cli import main
+    from toolkit.errors import EXIT_ERROR
+    r = CliRunner().invoke(main, ["lkm", "build", "--release", "0.0.0-no-such-kernel"])
+    assert r.exit_code == EXIT_ERROR and "Traceback" not in r.output
     assert r.output.startswith("error: kernel headers for 0.0.0-no-such-kernel")

@@ -23,6 +23,23 @@ int main(void)
 #define E(name, value, text) printf("event %s %d %s\n", #name, TK_EVENT_##name, text);
 	TK_EVENT_TYPES(E)
 	printf("flag HAS_MM %d\n", TK_FLAG_HAS_MM);
+	printf("event_max %d\n", TK_EVENT_MAX);
+#define K(name, index, text) printf("kind %s %d %d\n", text, TK_##name, index);
+	TK_COUNTER_KINDS(K)
+	printf("nkinds %d\n", TK_NKINDS);
+	printf("ncounters %d\n", TK_NCOUNTERS);
+	printf("key_exit_dropped %d\n", TK_COUNTER_KEY(TK_EVENT_EXIT, TK_DROPPED));
+#define H(name, symbol, event) printf("hook %s %s %d\n", symbol, event, TK_HOOK_##name);
+	TK_HOOKS(H)
+	printf("hook_max %d\n", TK_HOOK_MAX);
+#define C(name, index, text) printf("slot %s %d\n", text, TK_CONFIG_##name);
+	TK_CONFIG_SLOTS(C)
+	printf("filter_off %llu\n", (unsigned long long)TK_FILTER_OFF);
+	printf("filter_uid0 %llu\n", (unsigned long long)TK_FILTER_ENCODE(0));
+	printf("passes_off %d\n", TK_FILTER_PASSES(TK_FILTER_OFF, 7));
+	printf("passes_same %d\n", TK_FILTER_PASSES(TK_FILTER_ENCODE(7), 7));
+	printf("passes_other %d\n", TK_FILTER_PASSES(TK_FILTER_ENCODE(7), 8));
+	printf("passes_uid0_vs_off %d\n", TK_FILTER_PASSES(TK_FILTER_ENCODE(0), 1));
 	return 0;
 }
 """
@@ -39,9 +56,16 @@ def c_layout(tmp_path_factory):
                     str(d / "probe.c")], check=True)
     out = subprocess.run([str(d / "probe")], capture_output=True, text=True, check=True).stdout
     fields, events, flags, info = {}, {}, {}, {}
+    info["kinds"], info["hooks"], info["slots"] = [], [], {}
     for line in out.splitlines():
         kind, *rest = line.split()
-        if kind == "field":
+        if kind == "kind":
+            info["kinds"].append((rest[0], int(rest[1]), int(rest[2])))
+        elif kind == "hook":
+            info["hooks"].append((rest[0], rest[1], int(rest[2])))
+        elif kind == "slot":
+            info["slots"][rest[0]] = int(rest[1])
+        elif kind == "field":
             fields[rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "event":
             events[rest[0]] = (int(rest[1]), rest[2])
@@ -73,6 +97,42 @@ def test_event_types_and_flags_match_c(c_layout):
     assert {e.name: e.value for e in schema.EventType} == {n: v for n, (v, _) in events.items()}
     assert schema.EVENT_NAMES == {v: t for v, t in events.values()}
     assert schema.FLAGS == flags
+
+
+def test_event_max_is_derived_from_the_event_list(c_layout):
+    info = c_layout[0]
+    values = sorted(e.value for e in schema.EventType)
+    assert info["event_max"] == schema.EVENT_MAX == max(values)
+    assert values == list(range(1, schema.EVENT_MAX + 1))     # 1..MAX without gaps
+
+
+def test_counter_kinds_match_c(c_layout):
+    info = c_layout[0]
+    assert [(t, enum) for t, enum, _ in info["kinds"]] == [
+        (t, i) for i, t in enumerate(schema.COUNTER_KINDS)]
+    assert all(enum == index for _, enum, index in info["kinds"])
+    assert info["nkinds"] == schema.NKINDS == 4
+    assert info["ncounters"] == schema.NCOUNTERS
+    assert info["key_exit_dropped"] == schema.counter_key(schema.EventType.EXIT, "dropped")
+    from toolkit.backends.base import EventCounters
+    assert [f.name for f in __import__("dataclasses").fields(EventCounters)] == \
+        list(schema.COUNTER_KINDS)
+
+
+def test_hooks_match_c(c_layout):
+    info = c_layout[0]
+    assert [(sym, ev) for sym, ev, _ in info["hooks"]] == [(s, e) for _, s, e in schema.HOOKS]
+    assert [i for _, _, i in info["hooks"]] == list(range(len(schema.HOOKS)))
+    assert info["hook_max"] == len(schema.HOOKS)
+
+
+def test_filter_encoding_and_slots_match_c(c_layout):
+    info = c_layout[0]
+    assert info["slots"] == schema.CONFIG_SLOTS
+    assert info["filter_off"] == schema.FILTER_OFF == schema.filter_encode(None)
+    assert info["filter_uid0"] == schema.filter_encode(0) != schema.FILTER_OFF
+    assert (info["passes_off"], info["passes_same"], info["passes_other"],
+            info["passes_uid0_vs_off"]) == (1, 1, 0, 0)
 
 
 def _rec(**kw):

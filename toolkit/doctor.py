@@ -7,11 +7,12 @@ VM), or unavailable, with the fix for each missing piece.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
-import platform
 import subprocess
 from pathlib import Path
+
+from . import schema, sysinfo
+from .sysinfo import cap_effective, kallsyms_has, kernel_config
 
 OK, MISSING, WARN, INFO = "ok", "MISSING", "warn", "info"
 
@@ -26,50 +27,6 @@ class Check:
     detail: str
     fix: str = ""
     needed_by: tuple[str, ...] = ()
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
-
-
-def kernel_config() -> dict[str, str]:
-    rel = platform.release()
-    text = _read(f"/boot/config-{rel}")
-    if text is None and Path("/proc/config.gz").exists():
-        try:
-            text = gzip.open("/proc/config.gz", "rt").read()
-        except OSError:
-            text = None
-    cfg = {}
-    for line in (text or "").splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            k, v = line.split("=", 1)
-            cfg[k] = v
-    return cfg
-
-
-def cap_effective() -> int:
-    for line in (_read("/proc/self/status") or "").splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-def kallsyms_has(*symbols: str) -> dict[str, bool]:
-    want = set(symbols)
-    found = set()
-    try:
-        with open("/proc/kallsyms") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[2] in want:
-                    found.add(parts[2])
-    except OSError:
-        pass
-    return {s: s in found for s in symbols}
 
 
 def tracefs_dir() -> Path | None:
@@ -99,7 +56,7 @@ def bcc_status() -> tuple[bool, str]:
 
 
 def checks(mount: bool = True) -> list[Check]:
-    rel = platform.release()
+    rel = sysinfo.release()
     cfg = kernel_config()
     out: list[Check] = []
     root = os.geteuid() == 0
@@ -114,7 +71,7 @@ def checks(mount: bool = True) -> list[Check]:
 
     # loadable modules
     modules = Path("/proc/modules").exists()
-    disabled = (_read("/proc/sys/kernel/modules_disabled") or "0").strip() == "1"
+    disabled = (sysinfo.read_text("/proc/sys/kernel/modules_disabled") or "0").strip() == "1"
     if not modules:
         out.append(Check("loadable modules", MISSING, "kernel built without CONFIG_MODULES "
                          "(/proc/modules absent)", "use a kernel with module support, or --lab",
@@ -126,7 +83,8 @@ def checks(mount: bool = True) -> list[Check]:
         out.append(Check("loadable modules", OK, "CONFIG_MODULES, loading enabled", "", ("lkm",)))
 
     # kprobes
-    syms = kallsyms_has("register_kprobe", "wake_up_new_task", "do_exit", "setup_new_exec")
+    hook_syms = list(schema.HOOK_SYMBOLS.values())
+    syms = kallsyms_has("register_kprobe", *hook_syms)
     kprobes = syms["register_kprobe"] or cfg.get("CONFIG_KPROBES") == "y"
     readable = any(syms.values())
     detail = ("register_kprobe in /proc/kallsyms" if syms["register_kprobe"] else
@@ -135,10 +93,10 @@ def checks(mount: bool = True) -> list[Check]:
               "cannot tell (kallsyms unreadable, no kernel config)")
     out.append(Check("kprobes", OK if kprobes else MISSING, detail,
                      "use a kernel with CONFIG_KPROBES=y, or --lab", ("lkm", "ebpf")))
-    hooks = [s for s in ("wake_up_new_task", "setup_new_exec", "do_exit") if not syms[s]]
+    hooks = [s for s in hook_syms if not syms[s]]
     if readable:
         out.append(Check("hook symbols", OK if not hooks else MISSING,
-                         "wake_up_new_task, setup_new_exec, do_exit" if not hooks else
+                         ", ".join(hook_syms) if not hooks else
                          f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf")))
 
     # headers
@@ -166,7 +124,7 @@ def checks(mount: bool = True) -> list[Check]:
                      "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
                      "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf",)))
 
-    major, minor = (int(x) for x in rel.split(".")[:2])
+    major, minor = sysinfo.kernel_version(rel)
     ringbuf = (major, minor) >= (5, 8)
     out.append(Check("BPF ring buffer", OK if ringbuf else WARN,
                      f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"),
@@ -177,9 +135,9 @@ def checks(mount: bool = True) -> list[Check]:
                      "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
                      "venv with system site packages (bin/setup does both)", ("ebpf",)))
 
-    lock = _read("/sys/kernel/security/lockdown")
+    lock = sysinfo.read_text("/sys/kernel/security/lockdown")
     mode = lock.split("[", 1)[1].split("]", 1)[0] if lock and "[" in lock else "none"
-    sig = (_read("/sys/module/module/parameters/sig_enforce") or "N").strip()
+    sig = (sysinfo.read_text("/sys/module/module/parameters/sig_enforce") or "N").strip()
     sb = any(Path("/sys/firmware/efi/efivars").glob("SecureBoot-*")) and _secure_boot_on()
     if mode != "none" or sig == "Y":
         out.append(Check("lockdown / module signing", MISSING,

@@ -26,17 +26,12 @@ import time
 from pathlib import Path
 
 from . import paths
+from .errors import LabError  # noqa: F401  (raised here, caught by callers)
 
 QEMU = "qemu-system-x86_64"
 # variables worth carrying into the guest (the guest starts with a clean environment)
 PASS_ENV = re.compile(r"^(CI|TOOLKIT_\w+|PYTEST_ADDOPTS|COLUMNS|LINES|TERM|NO_COLOR)$")
 IN_LAB_ENV = "TOOLKIT_IN_LAB"
-
-
-class LabError(Exception):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 SETUP_HINT = "run `bin/setup` (as root) to install the lab kernel, headers, QEMU and virtme-ng"

@@ -9,13 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import ReportError
+
 KNOWN_SCHEMA_VERSIONS = (1,)
-
-
-class ReportError(Exception):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 def load(run_dir: Path | str) -> dict:

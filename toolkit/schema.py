@@ -56,15 +56,48 @@ def _parse(text: str):
             fields.append((parts[1], parts[0], consts.get(count) or int(count)))
     flags = {n: int(v, 0) for n, v in re.findall(r"^#define\s+TK_FLAG_(\w+)\s+(0x[0-9a-fA-F]+|\d+)",
                                                  text, re.M)}
-    return version, comm_len, types, fields, flags
+    kinds = [(n, int(i), t) for n, i, t in re.findall(
+        r'K\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_COUNTER_KINDS\(K\)"))]
+    hooks = re.findall(r'H\((\w+),\s*"(\w+)",\s*"(\w+)"\)', _define(text, r"TK_HOOKS\(H\)"))
+    slots = [(n, int(i), t) for n, i, t in re.findall(
+        r'C\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_CONFIG_SLOTS\(C\)"))]
+    filter_off = int(_define(text, "TK_FILTER_OFF").rstrip("ULul"), 0)
+    return version, comm_len, types, fields, flags, kinds, hooks, slots, filter_off
 
 
-RECORD_VERSION, COMM_LEN, _TYPES, _FIELDS, FLAGS = _parse(_read_header())
+(RECORD_VERSION, COMM_LEN, _TYPES, _FIELDS, FLAGS, _KINDS, _HOOKS, _SLOTS,
+ FILTER_OFF) = _parse(_read_header())
 
 EventType = enum.IntEnum("EventType", {n: v for n, v, _ in _TYPES})
 EventType.__doc__ = "Event types of TK_EVENT_TYPES in include/toolkit_record.h."
 EVENT_NAMES = {v: t for _, v, t in _TYPES}          # 1 -> "fork"
 EVENT_BY_NAME = {t: v for _, v, t in _TYPES}        # "fork" -> 1
+
+EVENT_MAX = max(v for _, v, _ in _TYPES)      # values run 1..EVENT_MAX (TK_EVENT_MAX)
+
+# Drop-counter kinds in index order (TK_COUNTER_KINDS): seen, filtered, delivered, dropped.
+COUNTER_KINDS = tuple(t for _, _, t in sorted(_KINDS, key=lambda k: k[1]))
+NKINDS = len(COUNTER_KINDS)
+NCOUNTERS = (EVENT_MAX + 1) * NKINDS
+
+
+def counter_key(event_type: int, kind: str) -> int:
+    """Index of the (event type, kind) counter in the eBPF counter array (TK_COUNTER_KEY)."""
+    return int(event_type) * NKINDS + COUNTER_KINDS.index(kind)
+
+
+# The hooked kernel functions (TK_HOOKS): (hook name, kernel symbol, event name).
+HOOKS = tuple((n.lower(), sym, ev) for n, sym, ev in _HOOKS)
+HOOK_SYMBOLS = {n: sym for n, sym, _ in HOOKS}      # "fork" -> "wake_up_new_task"
+
+# Filter encoding shared by both kernel sides (TK_FILTER_*), and eBPF's config slots.
+CONFIG_SLOTS = {t: i for _, i, t in _SLOTS}          # "uid" -> 0, "ppid" -> 1
+
+
+def filter_encode(ident: int | None) -> int:
+    """How a uid or parent-tgid filter is stored in the kernel (None: off)."""
+    return FILTER_OFF if ident is None else int(ident) + 1
+
 
 FIELD_NAMES = [name for name, _, _ in _FIELDS]
 SCALAR_FIELDS = [name for name, _, count in _FIELDS if count is None]

@@ -179,13 +179,15 @@ def test_control_rejects_garbage_and_applies_all_or_nothing(loaded):
     write_control(b"uid 7\nevents exec,clone\n")
     assert settings() == (7, ["clone", "exec"])
     write_control(b"  events all  \n\nuid off\nreset\nclear")
-    assert settings() == (-1, ["fork", "clone", "exec", "exit"])
+    assert settings() == (None, ["fork", "clone", "exec", "exit"])
     write_control(b"events none")
-    assert settings() == (-1, [])
+    assert settings() == (None, [])
+    write_control(b"uid 0")     # root's uid is a filter, not "off"
+    assert settings() == (0, [])
     write_control(b"ppid 4194304")
     assert lkm.read_stats().extra["ppid_filter"] == 4194304
     write_control(b"ppid off\nevents all")
-    assert lkm.read_stats().extra["ppid_filter"] == -1
+    assert lkm.read_stats().extra["ppid_filter"] is None
 
 
 # ---------------------------------------------------------------- events

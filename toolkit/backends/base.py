@@ -13,35 +13,15 @@ import importlib
 import time
 from typing import ClassVar, Iterator
 
-from .. import schema
-
-
-class BackendError(Exception):
-    """A backend cannot run here; the message says why and what to do."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
+from .. import schema, sysinfo
+from ..errors import BackendError
 
 
 LAB_HINT = ("run `toolkit doctor` to see what this kernel lacks, or add `--lab` to run "
             "the command in the lab VM (a stock Debian kernel under QEMU)")
 
 
-@dataclasses.dataclass
-class ProcInfo:
-    """One row of the process table; the same columns for every backend."""
-    pid: int
-    ppid: int
-    uid: int
-    comm: str
-    state: str
-    rss_kib: int
-    hiwater_rss_kib: int
-    total_vm_kib: int
-    cpu_ns: int
-    start_ns: int = 0
-    threads: int = 1
+ProcInfo = sysinfo.ProcInfo     # one row of the process table, the same for every backend
 
 
 @dataclasses.dataclass
@@ -64,12 +44,12 @@ class Snapshot:
     source: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass
-class EventCounters:
-    seen: int = 0        # the hook fired for an event of this type
-    filtered: int = 0    # left out on purpose (uid filter)
-    delivered: int = 0   # written to the ring / buffer for user space
-    dropped: int = 0     # lost: ring full, reservation failed, perf lost samples
+# The counters of one event type: one int field per kind of the header's
+# TK_COUNTER_KINDS (seen, filtered, delivered, dropped), so both kernel sides and Python
+# count the same things under the same names; seen == filtered + delivered + dropped.
+EventCounters = dataclasses.make_dataclass(
+    "EventCounters", [(k, int, dataclasses.field(default=0)) for k in schema.COUNTER_KINDS])
+EventCounters.__doc__ = "Counters of one event type; kinds as TK_COUNTER_KINDS."
 
 
 @dataclasses.dataclass
@@ -203,3 +183,32 @@ def get_backend(name: str, **options) -> Backend:
 
 def event_counters() -> dict[str, EventCounters]:
     return {name: EventCounters() for name in schema.EVENT_BY_NAME}
+
+
+# ---------------------------------------------------------------- the user-space view
+# Backends whose kernel side has no process table of its own (eBPF on kernels without a
+# task iterator, the native baselines) read /proc from user space, and say so.
+
+PROC_SNAPSHOT_SOURCE = {
+    "processes": "user space: /proc/<pid>/stat and /proc/<pid>/status "
+                 "(cpu_ns and start_ns at clock-tick resolution)",
+    "meminfo": "user space: /proc/meminfo"}
+
+
+def meminfo_from_proc(text: str) -> MemInfo:
+    """/proc/meminfo -> MemInfo with the module's conventions (used = total - free -
+    buffers - cached; cached = Cached, which already excludes swap cache and buffers)."""
+    kv = sysinfo.parse_meminfo(text)
+    total, free = kv.get("MemTotal", 0), kv.get("MemFree", 0)
+    buffers, cached = kv.get("Buffers", 0), kv.get("Cached", 0)
+    return MemInfo(total_kib=total, free_kib=free,
+                   used_kib=max(0, total - free - buffers - cached),
+                   buffers_kib=buffers, cached_kib=cached,
+                   available_kib=kv.get("MemAvailable", free))
+
+
+def proc_snapshot() -> Snapshot:
+    """The process table and system memory as /proc shows them to user space."""
+    return Snapshot(processes=sysinfo.proc_table(),
+                    meminfo=meminfo_from_proc(sysinfo.read_text("/proc/meminfo", "")),
+                    source=dict(PROC_SNAPSHOT_SOURCE))

@@ -34,13 +34,12 @@ import contextlib
 import ctypes as ct
 import dataclasses
 import os
-import re
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from .. import schema
+from .. import schema, sysinfo
 from ..paths import EBPF_DIR, INCLUDE_DIR
 from . import base
 
@@ -48,35 +47,24 @@ SOURCE = EBPF_DIR / "lifecycle.c"
 PROBES = ("kprobe", "tracepoint", "fentry")
 TRANSPORTS = ("auto", "ringbuf", "perf")
 DEFAULT_PAGES = {"ringbuf": 256, "perf": 64}
-KINDS = ("seen", "filtered", "delivered", "dropped")   # order of TK_SEEN.. in tk_common.h
-NKINDS = len(KINDS)
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 RINGBUF_MIN_KERNEL = (5, 8)
 
-# per probe variant: (attach kind, kernel function / tracepoint, BPF function)
+# per probe variant: (attach kind, kernel function / tracepoint, BPF function). The
+# kprobe and fentry variants hook the header's TK_HOOKS symbols, as the module does; the
+# tracepoint variant replaces fork and exec by their sched tracepoints.
+_SYM = schema.HOOK_SYMBOLS
+TRACEPOINTS = {"fork": "sched_process_fork", "exec": "sched_process_exec"}
 HOOKS = {
-    "kprobe": [("kprobe", "wake_up_new_task", "kp_wake_up_new_task"),
-               ("kprobe", "setup_new_exec", "kp_setup_new_exec"),
-               ("kprobe", "do_exit", "kp_do_exit")],
-    "tracepoint": [("raw_tracepoint", "sched_process_fork", "tp_sched_process_fork"),
-                   ("raw_tracepoint", "sched_process_exec", "tp_sched_process_exec"),
-                   ("kprobe", "do_exit", "kp_do_exit")],
-    "fentry": [("fentry", "wake_up_new_task", "kfunc__wake_up_new_task"),
-               ("fentry", "setup_new_exec", "kfunc__setup_new_exec"),
-               ("fentry", "do_exit", "kfunc__do_exit")],
+    "kprobe": [("kprobe", _SYM[h], f"kp_{_SYM[h]}") for h, _, _ in schema.HOOKS],
+    "tracepoint": [("raw_tracepoint", TRACEPOINTS[h], f"tp_{TRACEPOINTS[h]}")
+                   if h in TRACEPOINTS else ("kprobe", _SYM[h], f"kp_{_SYM[h]}")
+                   for h, _, _ in schema.HOOKS],
+    "fentry": [("fentry", _SYM[h], f"kfunc__{_SYM[h]}") for h, _, _ in schema.HOOKS],
 }
 
 
 # ---------------------------------------------------------------- pure helpers
-
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    """(major, minor) of a kernel release string such as '6.1.0-56-amd64'."""
-    release = release or os.uname().release
-    m = re.match(r"(\d+)\.(\d+)", release)
-    if not m:
-        raise ValueError(f"cannot parse kernel release {release!r}")
-    return int(m.group(1)), int(m.group(2))
-
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -101,7 +89,7 @@ def resolve_options(probe: str | None = None, transport: str | None = None,
     if transport not in TRANSPORTS:
         raise base.BackendError(f"ebpf backend: transport must be one of "
                                 f"{', '.join(TRANSPORTS)}, not {transport!r}")
-    ringbuf_ok = kernel_version(release) >= RINGBUF_MIN_KERNEL
+    ringbuf_ok = sysinfo.kernel_version(release) >= RINGBUF_MIN_KERNEL
     if transport == "auto":
         transport = "ringbuf" if ringbuf_ok else "perf"
     elif transport == "ringbuf" and not ringbuf_ok:
@@ -147,10 +135,6 @@ def parse_fdinfo(text: str) -> dict[str, int]:
     return out
 
 
-def counter_key(event_type: int, kind: str) -> int:
-    return event_type * NKINDS + KINDS.index(kind)
-
-
 def log_tail(text: str, lines: int = 25) -> str:
     kept = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(kept[-lines:])
@@ -165,29 +149,6 @@ def ring_capacity(transport: str, pages: int, ncpus: int, page_size: int = 4096)
         return pages * page_size // per
     per = (schema.RECORD_SIZE + 8 + 4 + 7) // 8 * 8
     return pages * page_size // per * ncpus
-
-
-def _proc_stat_fields(text: str) -> tuple[str, list[str]]:
-    """comm and the fields after it of /proc/<pid>/stat (comm may hold spaces and ')')."""
-    lpar, rpar = text.index("("), text.rindex(")")
-    return text[lpar + 1:rpar], text[rpar + 2:].split()
-
-
-def parse_meminfo(text: str) -> base.MemInfo:
-    """/proc/meminfo -> MemInfo with the module's conventions (used = total - free -
-    buffers - cached; cached = Cached, which already excludes swap cache and buffers)."""
-    kv = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            kv[key] = int(parts[0])
-    total, free = kv.get("MemTotal", 0), kv.get("MemFree", 0)
-    buffers, cached = kv.get("Buffers", 0), kv.get("Cached", 0)
-    return base.MemInfo(total_kib=total, free_kib=free,
-                        used_kib=max(0, total - free - buffers - cached),
-                        buffers_kib=buffers, cached_kib=cached,
-                        available_kib=kv.get("MemAvailable", free))
 
 
 @contextlib.contextmanager
@@ -453,10 +414,9 @@ class EbpfBackend(base.Backend):
 
     def _apply_filters(self):
         table = self._mod.bpf[b"tk_config"]
-        value = 0 if self.uid_filter is None else int(self.uid_filter) + 1
-        table[ct.c_int(0)] = ct.c_ulonglong(value)
-        value = 0 if self.ppid_filter is None else int(self.ppid_filter)
-        table[ct.c_int(1)] = ct.c_ulonglong(value)
+        for slot, ident in (("uid", self.uid_filter), ("ppid", self.ppid_filter)):
+            table[ct.c_int(schema.CONFIG_SLOTS[slot])] = ct.c_ulonglong(
+                schema.filter_encode(ident))
 
     def set_ppid_filter(self, ppid: int | None) -> None:
         if ppid is not None and not 0 < int(ppid) < 2**32:
@@ -477,7 +437,7 @@ class EbpfBackend(base.Backend):
     def _raw_counters(self) -> dict[int, int]:
         table = self._mod.bpf[b"tk_counters"]
         return {k: int(table.sum(ct.c_int(k)).value)
-                for k in range((schema.EventType.EXIT + 1) * NKINDS)}
+                for k in range(schema.NCOUNTERS)}
 
     def reset_stats(self) -> None:
         if not self._mod:
@@ -494,8 +454,8 @@ class EbpfBackend(base.Backend):
         events = base.event_counters()
         for value, name in schema.EVENT_NAMES.items():
             c = events[name]
-            for kind in KINDS:
-                k = counter_key(value, kind)
+            for kind in schema.COUNTER_KINDS:
+                k = schema.counter_key(value, kind)
                 setattr(c, kind, raw.get(k, 0) - self._base_counters.get(k, 0))
         hooks, progs = [], self._prog_stats()
         for name, info in progs.items():
@@ -525,64 +485,4 @@ class EbpfBackend(base.Backend):
     # ---- snapshot -------------------------------------------------------
 
     def snapshot(self) -> base.Snapshot:
-        return base.Snapshot(
-            processes=read_proc_table(), meminfo=parse_meminfo(Path("/proc/meminfo").read_text()),
-            source={"processes": "user space: /proc/<pid>/stat and /proc/<pid>/status "
-                                 "(cpu_ns and start_ns at clock-tick resolution)",
-                    "meminfo": "user space: /proc/meminfo"})
-
-
-# ---------------------------------------------------------------- /proc process table
-
-PF_KTHREAD = 0x00200000
-
-
-def _boot_to_monotonic_offset_ns() -> int:
-    """CLOCK_BOOTTIME - CLOCK_MONOTONIC now: /proc start times count from boot
-    including suspend; task->start_time (records' start_ns) is monotonic."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-
-
-def parse_proc_process(stat: str, status: str, hz: int, boot_offset_ns: int,
-                       page_kib: int = 4) -> base.ProcInfo | None:
-    """One ProcInfo from /proc/<pid>/stat and /status text; None for kernel threads."""
-    comm, f = _proc_stat_fields(stat)
-    # f[0] is field 3 (state) of proc(5)
-    flags = int(f[6])
-    if flags & PF_KTHREAD:
-        return None
-    st = {}
-    for line in status.splitlines():
-        key, _, rest = line.partition(":")
-        st[key] = rest.split()
-    pid = int(st["Tgid"][0]) if "Tgid" in st else int(stat.split(None, 1)[0])
-
-    def kib(key):
-        return int(st[key][0]) if key in st else 0
-    tick_ns = 1_000_000_000 // hz
-    return base.ProcInfo(
-        pid=pid, ppid=int(f[1]), uid=int(st["Uid"][0]) if "Uid" in st else 0,
-        comm=comm, state=f[0], rss_kib=kib("VmRSS"), hiwater_rss_kib=kib("VmHWM"),
-        total_vm_kib=kib("VmSize"),
-        cpu_ns=(int(f[11]) + int(f[12])) * tick_ns,
-        start_ns=max(0, int(f[19]) * tick_ns - boot_offset_ns),
-        threads=int(f[17]))
-
-
-def read_proc_table() -> list[base.ProcInfo]:
-    hz = os.sysconf("SC_CLK_TCK")
-    offset = _boot_to_monotonic_offset_ns()
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            status = Path(entry.path, "status").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        info = parse_proc_process(stat, status, hz, offset)
-        # a zombie leader has no mm (VmRSS absent): the module lists only tasks with an mm
-        if info is not None and "VmRSS" in status:
-            out.append(info)
-    return sorted(out, key=lambda p: p.pid)
+        return base.proc_snapshot()

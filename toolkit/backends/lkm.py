@@ -12,7 +12,6 @@ nothing is queued; 0 bytes (end of file) means the module is being unloaded.
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import os
 import re
@@ -21,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .. import schema
+from .. import schema, sysinfo
 from ..paths import INCLUDE_DIR, LKM_DIR, RESULTS_DIR
 from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, MemInfo,
                    ProcInfo, Snapshot, Stats, event_counters)
@@ -56,8 +55,7 @@ def parse_stats(text: str) -> Stats:
         if parts[0] == "event":
             name, kv = parts[1], parts[2:]
             vals = {kv[i]: int(kv[i + 1]) for i in range(0, len(kv) - 1, 2)}
-            events[name] = EventCounters(**{k: vals.get(k, 0) for k in
-                                            ("seen", "filtered", "delivered", "dropped")})
+            events[name] = EventCounters(**{k: vals.get(k, 0) for k in schema.COUNTER_KINDS})
         elif parts[0] == "hook":
             kv = parts[2:]
             vals = {kv[i]: int(kv[i + 1]) for i in range(0, len(kv) - 1, 2)}
@@ -79,11 +77,16 @@ def parse_stats(text: str) -> Stats:
         ring_fill=int(scalars.get("ring_fill", 0)),
         read_lost=int(scalars.get("read_lost", 0)),
         extra={"cleared": int(scalars.get("cleared", 0)),
-               "uid_filter": int(scalars.get("uid_filter", -1)),
-               "ppid_filter": int(scalars.get("ppid_filter", -1)),
+               "uid_filter": _filter(scalars.get("uid_filter", "off")),
+               "ppid_filter": _filter(scalars.get("ppid_filter", "off")),
                "events": [] if events_mask in ("", "none") else events_mask.split(","),
                "record_version": version},
     )
+
+
+def _filter(text: str) -> int | None:
+    """A filter as the stats file shows it: "off" (None) or the id."""
+    return None if text == "off" else int(text)
 
 
 PROCESS_COLUMNS = ["pid", "ppid", "uid", "state", "rss_kib", "hiwater_rss_kib",
@@ -134,8 +137,7 @@ def vermagic(ko_bytes: bytes) -> str | None:
 
 # ---------------------------------------------------------------- build / load
 
-def release() -> str:
-    return os.uname().release
+release = sysinfo.release
 
 
 def build_dir(rel: str | None = None) -> Path:
@@ -244,17 +246,6 @@ def loaded_params() -> dict[str, int]:
     return out
 
 
-def _kernel_config(rel: str) -> str | None:
-    try:
-        return Path(f"/boot/config-{rel}").read_text()
-    except OSError:
-        pass
-    try:
-        return gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
-    except OSError:
-        return None
-
-
 def check_environment(rel: str | None = None) -> None:
     """Raise BackendError if this machine cannot load the module at all."""
     rel = rel or release()
@@ -264,7 +255,7 @@ def check_environment(rel: str | None = None) -> None:
     if not Path("/proc/modules").exists():
         raise BackendError(f"kernel {rel} has no loadable module support (CONFIG_MODULES=n: "
                            "/proc/modules is missing)", hint=LAB_HINT)
-    config = _kernel_config(rel)
+    config = sysinfo.kernel_config_text(rel)
     if config is not None and "CONFIG_KPROBES=y" not in config:
         raise BackendError(f"kernel {rel} is built without kprobes (CONFIG_KPROBES)",
                            hint=LAB_HINT)

@@ -5,18 +5,10 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 
-from .. import __version__, schema
+from .. import __version__, schema, sysinfo
 
 ACCEL_ENV = "TOOLKIT_LAB_ACCEL"   # set by the lab (kvm|tcg) when it knows; wins over guessing
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def detect_virtualization() -> tuple[str, str]:
@@ -39,12 +31,12 @@ def detect_virtualization() -> tuple[str, str]:
                 return "vm", f"systemd-detect-virt --vm: {what}"
         except (OSError, subprocess.TimeoutExpired):
             pass
-    flags = next((ln for ln in _read("/proc/cpuinfo").splitlines()
+    flags = next((ln for ln in sysinfo.read_text("/proc/cpuinfo", "").splitlines()
                   if ln.startswith("flags")), "")
     if " hypervisor" not in flags:
         return "native", "no hypervisor flag in /proc/cpuinfo"
-    vendor = _read("/sys/class/dmi/id/sys_vendor").strip()
-    clocks = _read("/sys/devices/system/clocksource/clocksource0/available_clocksource")
+    vendor = sysinfo.read_text("/sys/class/dmi/id/sys_vendor", "").strip()
+    clocks = sysinfo.read_text("/sys/devices/system/clocksource/clocksource0/available_clocksource", "")
     if "kvm-clock" in clocks:
         return "kvm", f"hypervisor flag, kvm-clock ({vendor or 'unknown vendor'})"
     if vendor == "QEMU":
@@ -55,7 +47,7 @@ def detect_virtualization() -> tuple[str, str]:
 def environment(parameters: dict) -> dict:
     virt, how = detect_virtualization()
     return {
-        "kernel_release": os.uname().release,
+        "kernel_release": sysinfo.release(),
         "machine": os.uname().machine,
         "virtualization": virt,
         "virtualization_detail": how,

@@ -22,21 +22,16 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..backends import BackendError, get_backend
+from ..backends import get_backend
+from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
 from .environment import environment
 from .ledger import EVENT_FIELDS, LEDGER_FIELDS, event_row, read_ledger
 from .reconcile import TYPES, reconcile
-from .workload import StormParams, WorkloadError, build, parse_summary
+from .workload import StormParams, build, parse_summary
 
 NONE = "none"
 PS_START = ["ps", "--version"]   # ps startup only (ps -p 1 still reads every pid)
-
-
-class BenchError(Exception):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclasses.dataclass

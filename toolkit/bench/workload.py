@@ -15,17 +15,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..errors import WorkloadError
 from ..paths import BENCH_DIR
 
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-pthread"]
 SOURCES = {"forkstorm": ["forkstorm.c"], "tk-child": ["child.c"]}
 HEADERS = ["storm_child.h"]
-
-
-class WorkloadError(Exception):
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 def build_dir() -> Path:

@@ -9,55 +9,10 @@ import sys
 
 import click
 
-from .cli import ToolkitError, fail_from, rerun_in_lab
+from ..errors import ToolkitError
+from .common import BACKENDS, needs_lab, parse_backends, parse_list, probe_variants, rerun_in_lab
 
 DEFAULT_BACKENDS = "lkm,ebpf,ps"
-PROBES = ("kprobe", "tracepoint", "fentry")
-
-
-def _floats(text: str, what: str, positive: bool = True) -> list[float]:
-    try:
-        vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}",
-                                 param_hint=what) from None
-    if not vals or any((v <= 0 if positive else v < 0) for v in vals):
-        raise click.BadParameter(f"values must be {'> 0' if positive else '>= 0'}: {text!r}",
-                                 param_hint=what)
-    return vals
-
-
-def _ints(text: str, what: str) -> list[int]:
-    vals = _floats(text, what, positive=False)
-    if any(v != int(v) for v in vals):
-        raise click.BadParameter(f"whole numbers expected: {text!r}", param_hint=what)
-    return [int(v) for v in vals]
-
-
-def _names(text: str, allowed, what: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in allowed]
-    if bad or not names:
-        raise click.BadParameter(f"unknown {', '.join(bad) or '(none)'}; choose from "
-                                 f"{', '.join(allowed)}", param_hint=what)
-    return list(dict.fromkeys(names))
-
-
-def _needs_lab(backends: list[str]) -> str | None:
-    """Why the kernel backends cannot run on this kernel (None: they can)."""
-    from . import lab as L
-    if L.in_lab():
-        return None
-    kernel = [b for b in backends if b in ("lkm", "ebpf")]
-    if not kernel:
-        return None
-    from . import doctor as d
-    items = d.checks(mount=False)
-    for b in kernel:
-        v, fixes = d.verdict(b, items, lab_ok=True)
-        if v != "native":
-            return f"{b} cannot run on this kernel ({fixes[0] if fixes else 'see toolkit doctor'})"
-    return None
 
 
 @click.group()
@@ -67,7 +22,7 @@ def bench():
 
 @bench.command()
 @click.option("--backend", "backends", default=DEFAULT_BACKENDS, show_default=True,
-              help="Comma-separated backends under test (lkm, ebpf, ps).")
+              help=f"Comma-separated backends under test ({', '.join(BACKENDS)}).")
 @click.option("--probe", default="kprobe", show_default=True,
               help="eBPF hook variant(s), comma-separated: kprobe, tracepoint, fentry; "
                    "each is its own column.")
@@ -123,12 +78,14 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
     then the table; writes ledger.csv, events-<backend>.csv, summary.json, report.md
     (and capture-vs-lifetime.png for a --lifetime sweep) to the run directory.
     """
-    from . import lab as L
-    from . import paths
-    names = _names(backends, ("lkm", "ebpf", "ps"), "--backend")
-    probes = _names(probe, PROBES, "--probe")
-    intervals = _floats(ps_interval, "--ps-interval")
-    lifetimes = _ints(lifetime, "--lifetime")
+    from .. import lab as L
+    from .. import paths
+    names = parse_backends(backends)
+    probes = parse_list(probe, "--probe", allowed=probe_variants())
+    intervals = parse_list(ps_interval, "--ps-interval", convert=float,
+                           check=lambda v: v > 0, must="> 0")
+    lifetimes = parse_list(lifetime, "--lifetime", convert=int,
+                           check=lambda v: v >= 0, must=">= 0")
     if buffer_pages and buffer_pages & (buffer_pages - 1):
         raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
     out_dir_guess = None
@@ -137,16 +94,15 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
     if not L.in_lab():
         reason = "--lab given" if where is True else None
         if where is None:
-            reason = _needs_lab(names)
+            reason = needs_lab(names)
         if reason:
             if out_dir_guess and not out_dir_guess.startswith(str(paths.RESULTS_DIR) + "/"):
                 raise ToolkitError(f"--out {out}: in the lab only results/ is shared with "
                                    "this machine", "give --out a name (a directory under "
                                    "results/) or a path inside results/")
             rerun_in_lab(f" ({reason})")
-    from .bench import harness as H
-    from .bench.workload import StormParams, WorkloadError
-    from .backends import BackendError
+    from ..bench import harness as H
+    from ..bench.workload import StormParams
     params = {"backends": names, "probes": probes, "ps_intervals": intervals, "count": count,
               "rate": rate, "concurrency": concurrency, "lifetime_ms": lifetimes,
               "exec_every": 1 if exec_all else exec_every, "threads": threads,
@@ -156,21 +112,19 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
     storm = StormParams(count=count, rate=rate, concurrency=concurrency,
                         exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
     out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
+    specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
+                         buffer_pages=buffer_pages, transport=transport)
+    h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
+                  read_interval=read_interval, scope=scope)
     try:
-        specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
-                             buffer_pages=buffer_pages, transport=transport)
-        h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
-                      read_interval=read_interval, scope=scope)
         summary = h.run()
-    except (BackendError, WorkloadError, H.BenchError) as e:
-        fail_from(e)
     except OSError as e:
         raise ToolkitError(f"bench: {e}") from None
     _show(summary, out_dir)
 
 
 def _show(summary: dict, run_dir) -> None:
-    from . import report as R
+    from .. import report as R
     click.echo(R.headline(summary))
     click.echo()
     click.echo(R.table(summary))
@@ -190,13 +144,10 @@ def report(runs, markdown):
     """Re-render a saved bench run (table and report.md), or compare two: DIR1 DIR2."""
     from pathlib import Path
 
-    from . import report as R
+    from .. import report as R
     if len(runs) > 2:
         raise click.UsageError("give one run directory, or two to compare")
-    try:
-        loaded = [R.load(r) for r in runs]
-    except R.ReportError as e:
-        fail_from(e)
+    loaded = [R.load(r) for r in runs]
     if len(loaded) == 2:
         click.echo(R.compare(loaded[0], loaded[1], Path(runs[0]).name, Path(runs[1]).name))
         return
@@ -212,6 +163,3 @@ def report(runs, markdown):
         where = f"report.md not rewritten ({e.strerror})"
     _show(s, d)
     click.echo(where)
-
-
-COMMANDS = [bench, report]

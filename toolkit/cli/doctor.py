@@ -1,0 +1,57 @@
+"""`toolkit doctor`: what each backend needs from this kernel, and whether it is there."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..errors import EXIT_LAB_ONLY, EXIT_OK, EXIT_UNAVAILABLE
+from .common import parse_backends
+
+
+@click.command()
+@click.option("--backend", "backends", default="lkm,ebpf", show_default=True,
+              help="Comma-separated backends whose needs decide the exit status.")
+@click.option("--no-lab", is_flag=True, help="Skip the lab check (it boots QEMU briefly).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(backends, no_lab, as_json):
+    """What each backend needs from this kernel, and whether it is there.
+
+    Exit status: 0 if every requested backend runs natively here, 3 if some run only in
+    the lab VM (`--lab`), 1 if some cannot run at all.
+    """
+    from tabulate import tabulate
+
+    from .. import doctor as d
+    wanted = parse_backends(backends)
+    items = d.checks()
+    labc = None if no_lab else d.lab_check()
+    lab_ok = bool(labc and labc.status == d.OK)
+    verdicts = {}
+    for b in wanted:
+        verdicts[b] = d.verdict(b, items, lab_ok)
+    if as_json:
+        click.echo(json.dumps({
+            "kernel": os.uname().release,
+            "checks": [c.__dict__ for c in items + ([labc] if labc else [])],
+            "verdicts": {b: {"verdict": v, "fixes": f} for b, (v, f) in verdicts.items()},
+        }, indent=2, default=list))
+    else:
+        rows = [(c.name, c.status, c.detail, ",".join(c.needed_by) or "-")
+                for c in items + ([labc] if labc else [])]
+        click.echo(f"kernel {os.uname().release} ({os.uname().machine})\n")
+        click.echo(tabulate(rows, headers=["check", "status", "detail", "needed by"],
+                               maxcolwidths=[None, None, 72, None]))
+        click.echo()
+        for b, (v, fixes) in verdicts.items():
+            how = {"native": "runs natively on this kernel",
+                   "lab": "cannot run natively here; runs in the lab VM (add --lab)",
+                   "unavailable": "cannot run here, and the lab is not set up"}[v]
+            click.echo(f"{b:9} {v.upper():12} {how}")
+            for fx in fixes:
+                click.echo(f"{'':22}fix {fx}")
+    states = {v for v, _ in verdicts.values()}
+    sys.exit(EXIT_UNAVAILABLE if "unavailable" in states else
+             EXIT_LAB_ONLY if "lab" in states else EXIT_OK)

@@ -1,0 +1,54 @@
+"""`toolkit lab run|info`: the lab VM."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group()
+def lab():
+    """The lab VM: a stock distribution kernel under QEMU (virtme-ng) where both backends run."""
+
+
+@lab.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", help="Lab kernel image (default: newest /boot/vmlinuz-* with headers).")
+@click.option("--cpus", type=click.IntRange(1, 64), help="Guest CPUs (default: min(2, host)).")
+@click.option("--memory", default="4G", show_default=True, help="Guest memory.")
+@click.option("--results", type=click.Path(file_okay=False),
+              help="Directory shared read-write with the guest (default: results/).")
+@click.option("--rwdir", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Another host directory the guest may write (repeatable).")
+@click.option("--timeout", type=float, help="Kill the VM after this many seconds.")
+@click.option("--no-prebuild", is_flag=True,
+              help="Do not build the module for the lab kernel on the host first.")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_run(kernel, cpus, memory, results, rwdir, timeout, no_prebuild, cmd):
+    """Boot the lab, run CMD in it, stream its output, exit with its status.
+
+    The host filesystem is visible read-only; the results directory is shared
+    read-write, so files written there remain on the host. Example:
+
+        toolkit lab run -- uname -r
+    """
+    from .. import lab as L
+    status = L.run(list(cmd), kernel=kernel, cpus=cpus, memory=memory, results=results,
+                   rwdirs=list(rwdir), timeout=timeout, prebuild=not no_prebuild)
+    sys.exit(status)
+
+
+@lab.command("info")
+def lab_info():
+    """Show the lab kernel, accelerator (KVM or TCG) and tools that would be used."""
+    from tabulate import tabulate
+
+    from .. import lab as L
+    i = L.info()
+    acc = i.get("accel") or {}
+    rows = [("kernel", i.get("kernel", "-")), ("headers", i.get("headers", False)),
+            ("accelerator", f"{acc.get('name', '?')}: {acc.get('reason', '')}"),
+            ("virtme-ng", i.get("vng") or "missing"), ("qemu", i.get("qemu") or "missing")]
+    if "error" in i:
+        rows.append(("error", i["error"]))
+    click.echo(tabulate(rows, tablefmt="plain"))
+    sys.exit(0 if i.get("usable") else 1)

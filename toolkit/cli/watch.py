@@ -1,0 +1,130 @@
+"""`toolkit watch` (live lifecycle events, then the drop counters) and `toolkit mem` (the
+process table and system memory), on any backend."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import click
+
+from .common import backend_options, open_backend, options_for, rerun_in_lab, status_text
+
+
+WATCH_COLS = [("time_s", 10), ("event", 6), ("pid", 7), ("tgid", 7), ("ppid", 7), ("uid", 6),
+              ("comm", 16), ("exit", 6), ("rss_kib", 9), ("peak_kib", 9), ("cpu_ms", 8)]
+
+
+def _watch_row(rec, t0: int) -> list:
+    from .. import schema
+    is_exit = rec.type == schema.EventType.EXIT
+    return [f"{(rec.ts_ns - t0) / 1e9:.3f}", rec.event, rec.pid, rec.tgid, rec.ppid, rec.uid,
+            rec.comm, status_text(rec.exit_code) if is_exit else "",
+            rec.rss_kib if is_exit else "", rec.hiwater_rss_kib if is_exit else "",
+            f"{rec.cpu_ns / 1e6:.1f}" if is_exit else ""]
+
+
+@click.command()
+@backend_options
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True, help="table for people, jsonl (one JSON object a line) for machines.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True),
+              help="Stop after S seconds (default: until Ctrl-C).")
+def watch(backend, probe, uid, lab, fmt, duration):
+    """Print live lifecycle events until Ctrl-C or --duration, then the drop counters."""
+    opts = options_for(backend, probe, uid)
+    if lab:
+        rerun_in_lab()
+    from .. import schema
+    b = open_backend(backend, **opts)
+    t0 = time.monotonic_ns()
+    click.echo(f"watch: {backend} attached, " + (f"for {duration:g} s" if duration else
+               "Ctrl-C to stop"), err=True)
+    out = click.get_text_stream("stdout")
+    if fmt == "table":
+        out.write(" ".join(f"{n:>{w}}" if n != "comm" else f"{n:<{w}}" for n, w in WATCH_COLS)
+                  + "\n")
+    stopping = False
+
+    def _stop(*_):
+        nonlocal stopping
+        stopping = True
+    old = signal.signal(signal.SIGTERM, _stop)
+    end = None if duration is None else time.monotonic() + duration
+    try:
+        while not stopping and (end is None or time.monotonic() < end):
+            left = 0.25 if end is None else max(0.0, min(0.25, end - time.monotonic()))
+            for rec in b.read(left):
+                if fmt == "jsonl":
+                    out.write(json.dumps(schema.as_dict(rec)) + "\n")
+                else:
+                    vals = _watch_row(rec, t0)
+                    out.write(" ".join(f"{str(v):>{w}}" if n != "comm" else f"{str(v):<{w}.{w}}"
+                                       for (n, w), v in zip(WATCH_COLS, vals)) + "\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        stats = b.stats()
+        b.stop()
+    _print_drops(stats, fmt)
+
+
+def _print_drops(stats, fmt: str) -> None:
+    if fmt == "jsonl":
+        click.echo(json.dumps({"stats": stats.as_dict()}, default=str), err=True)
+        return
+    from tabulate import tabulate
+    rows = [(n, c.seen, c.filtered, c.delivered, c.dropped) for n, c in stats.events.items()]
+    click.echo("\n" + tabulate(rows, headers=["event", "seen", "filtered", "delivered",
+                                               "dropped"]), err=True)
+    click.echo(f"dropped {stats.dropped}, kprobe/program missed {stats.missed}, "
+               f"lost in transport {stats.lost_in_transport}, lost on read {stats.read_lost}",
+               err=True)
+
+
+# ---------------------------------------------------------------- mem
+@click.command()
+@backend_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--sort", type=click.Choice(["rss", "pid", "cpu", "peak"]), default="rss",
+              show_default=True)
+@click.option("--top", type=click.IntRange(0), default=0, help="Only the first N rows (0: all).")
+def mem(backend, probe, uid, lab, fmt, sort, top):
+    """Process table with RSS, peak RSS and CPU time, and the system memory summary."""
+    opts = options_for(backend, probe, uid)
+    if lab:
+        rerun_in_lab()
+    import dataclasses
+
+    from tabulate import tabulate
+    b = open_backend(backend, **opts)
+    try:
+        snap = b.snapshot()
+    finally:
+        b.stop()
+    procs = [p for p in snap.processes if uid is None or p.uid == uid]
+    key = {"rss": lambda p: -p.rss_kib, "pid": lambda p: p.pid, "cpu": lambda p: -p.cpu_ns,
+           "peak": lambda p: -p.hiwater_rss_kib}[sort]
+    procs.sort(key=key)
+    if top:
+        procs = procs[:top]
+    if fmt == "json":
+        click.echo(json.dumps({"backend": backend, "source": snap.source,
+                               "meminfo": dataclasses.asdict(snap.meminfo),
+                               "processes": [dataclasses.asdict(p) for p in procs]}, indent=1))
+        return
+    m = snap.meminfo
+    click.echo(tabulate([[m.total_kib, m.used_kib, m.free_kib, m.buffers_kib, m.cached_kib,
+                          m.available_kib]],
+                        headers=["total_kib", "used_kib", "free_kib", "buffers_kib", "cached_kib",
+                                 "available_kib"]))
+    click.echo()
+    click.echo(tabulate([[p.pid, p.ppid, p.uid, p.state, p.rss_kib, p.hiwater_rss_kib,
+                          p.total_vm_kib, f"{p.cpu_ns / 1e9:.2f}", p.threads, p.comm]
+                         for p in procs],
+                        headers=["pid", "ppid", "uid", "state", "rss_kib", "peak_kib", "vm_kib",
+                                 "cpu_s", "threads", "comm"]))
+    click.echo("\nsource: " + "; ".join(f"{k} from {v}" for k, v in snap.source.items()))
