@@ -61,11 +61,13 @@ def test_pid_reuse_is_told_apart_by_start_time():
     events = [(t, e) for t, e in events
               if not (e.type == FORK and e.start_ns == rows[1].fork_ns + 10_000)]
     rc = reconcile(rows, events, storm_pid=STORM)
-    assert set(rc.matched["fork"]) == {0, 2, 3}
-    assert set(rc.matched["exit"]) == {0, 1, 2, 3}
+    assert rc.matched_idx("fork") == {0, 2, 3}
+    assert rc.matched_idx("exit") == {0, 1, 2, 3}
     # each exit record went to the row whose life holds its time
-    for idx, (_, e) in rc.matched["exit"].items():
-        assert e.exit_code == rows[idx].exit_status
+    exits = rc.matched[rc.matched["t"] == "exit"]
+    assert len(exits) == 4
+    for idx, code in zip(exits["l_idx"], exits["exit_code"]):
+        assert code == rows[idx].exit_status
     assert rc.duplicates == {"fork": 0, "exec": 0, "exit": 0}
 
 
@@ -170,7 +172,7 @@ def test_ps_matching_uses_poll_windows():
           ]
     events = [(e.ts_ns + 5 * MS, e) for e in ev]
     rc = reconcile(rows, events, poll=True, period_s=0.1, storm_pid=STORM)
-    assert set(rc.matched["fork"]) == {0, 2} and set(rc.matched["exit"]) == {0, 2}
+    assert rc.matched_idx("fork") == {0, 2} and rc.matched_idx("exit") == {0, 2}
     m = metrics.backend_metrics([metrics.Capture(rc, poll=True, period_s=0.1)])
     assert m["capture"]["fork"] == pytest.approx(2 / 3, abs=1e-3)
     assert m["exit_code_agreement"] is None and m["ns_per_event"] is None
@@ -216,7 +218,7 @@ def test_ps_poll_span_matches_a_child_forked_during_a_slow_scan():
     gone = rec(EXIT, 1034, 204424846424, rss=2644, comm="tk-child")
     rc = reconcile([r], [(204424002004, fork), (204687405574, gone)], poll=True, period_s=0.54,
                    storm_pid=STORM)
-    assert set(rc.matched["fork"]) == {90} and set(rc.matched["exit"]) == {90}
+    assert rc.matched_idx("fork") == {90} and rc.matched_idx("exit") == {90}
     # the same record without the span (receipt == ts) cannot be this child's
     rc = reconcile([r], [(fork.ts_ns, fork)], poll=True, period_s=0.54, storm_pid=STORM)
     assert rc.captured("fork") == 0

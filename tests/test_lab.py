@@ -34,6 +34,7 @@ def test_no_command_is_an_error():
         lab.run([])
 
 
+@pytest.mark.vm
 def test_kvm_probe_answers(monkeypatch):
     a = lab.probe_kvm(lab.find_kernel())
     assert a.name in ("kvm", "tcg") and a.reason

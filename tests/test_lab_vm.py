@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from toolkit import lab, paths
+
+pytestmark = pytest.mark.vm
 
 
 def test_lab_run_streams_output_propagates_status_and_keeps_results(tmp_path):

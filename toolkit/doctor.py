@@ -14,7 +14,7 @@ from pathlib import Path
 from . import schema, sysinfo
 from .sysinfo import cap_effective, kallsyms_has, kernel_config
 
-OK, MISSING, WARN, INFO = "ok", "MISSING", "warn", "info"
+OK, MISSING, WARN = "ok", "MISSING", "warn"
 
 # capability bit numbers (linux/capability.h)
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_MODULE": 16, "CAP_BPF": 39, "CAP_PERFMON": 38}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import ReportError
 
-KNOWN_SCHEMA_VERSIONS = (1,)
+from .bench import ACCEPTED_SCHEMA_VERSIONS as KNOWN_SCHEMA_VERSIONS
 
 
 def load(run_dir: Path | str) -> dict:

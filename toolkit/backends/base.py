@@ -10,8 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-import time
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 from .. import schema, sysinfo
 from ..errors import BackendError
@@ -91,7 +90,7 @@ class Stats:
 
 
 class Backend(abc.ABC):
-    """start() -> records()/read() ... -> stats() -> stop(); also a context manager."""
+    """start() -> read() ... -> stats() -> stop(); also a context manager."""
 
     name: ClassVar[str]
 
@@ -107,13 +106,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def read(self, timeout: float) -> list:
         """Wait up to timeout seconds for records; return those available (maybe [])."""
-
-    def records(self, duration: float | None = None) -> Iterator:
-        """Stream records until duration elapses (forever if None)."""
-        end = None if duration is None else time.monotonic() + duration
-        while end is None or time.monotonic() < end:
-            left = 0.2 if end is None else max(0.0, min(0.2, end - time.monotonic()))
-            yield from self.read(left)
 
     def drain(self, timeout: float = 0.5) -> list:
         """Read until the kernel side has nothing more for `timeout` seconds."""

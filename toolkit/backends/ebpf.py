@@ -174,7 +174,6 @@ def capture_stderr():
 class _Module:
     """One compiled BPF module and its transport, reusable by successive backends."""
     bpf: object
-    opts_key: tuple
     transport: str
     compile_s: float
     sink: list = dataclasses.field(default_factory=list)
@@ -250,7 +249,7 @@ class EbpfBackend(base.Backend):
             raise base.BackendError(
                 f"ebpf backend: BCC failed to compile {SOURCE.name} ({failure}):\n"
                 f"{log_tail(err[0])}", base.LAB_HINT)
-        mod = _Module(bpf=bpf, opts_key=key, transport=self.opts.transport,
+        mod = _Module(bpf=bpf, transport=self.opts.transport,
                       compile_s=time.monotonic() - t0)
         if cached is None:
             _MODULES[key] = mod

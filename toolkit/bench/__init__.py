@@ -3,9 +3,19 @@ backend, reconciled record by record against the ledger, and turned into metrics
 
   workload.py   build bench/*.c on first use, run forkstorm, read its ledger
   ledger.py     the ledger row and the events file (records + receipt time)
-  reconcile.py  match records to ledger rows by (pid, time window)
+  reconcile.py  match records to ledger rows: a pandas merge on pid, then time windows
   metrics.py    capture, drops vs misses, RSS error, latency, overhead, ps model
   environment.py kernel, virtualization (native/kvm/tcg), CPUs, versions
   harness.py    the interleaved rounds, progress, the run directory
 """
-SCHEMA_VERSION = 1
+
+# The results format (summary.json's schema_version, also a column of ledger.csv), the
+# versions `toolkit report` reads, and what changed: in this one place, as pyperf keeps it.
+SCHEMA_VERSION = 2
+ACCEPTED_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_HISTORY = {
+    1: "first format: metrics rounded when written (3 decimals, percentages 2)",
+    2: "metrics stored raw (rounded only when rendered); per-round values "
+       "(overhead_pct.per_round, forks_per_s_per_round); truth of exits = children the "
+       "workload reaped (reap_ns > 0)",
+}

@@ -10,7 +10,6 @@ with time.monotonic_ns() when read() returns: the receipt time for latency.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 import json
@@ -21,12 +20,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from .. import schema
 from ..backends import get_backend
 from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
 from .environment import environment
-from .ledger import EVENT_FIELDS, LEDGER_FIELDS, event_row, read_ledger
+from .ledger import (EVENT_FIELDS, LEDGER_FIELDS, events_frame, read_ledger,
+                     truth_columns)
 from .reconcile import TYPES, reconcile
 from .workload import StormParams, build, parse_summary
 
@@ -77,7 +79,7 @@ class StormRun:
     lifetime_ms: int
     round: int
     summary: dict                    # forkstorm's JSON line
-    rows: list
+    rows: object                     # the storm's ledger (DataFrame)
     events: list                     # (receipt_ns, Record)
     stats: dict | None = None
     cpu_s: float = 0.0
@@ -320,7 +322,6 @@ class Harness:
                                                                pm["predicted_high"])
                 entry["backends"][spec.label] = e
             sweep.append(entry)
-        all_rows = [row for r in self.runs for row in r.rows]
         truth = metrics_truth(self.runs)
         none_tput = [r.summary["forks_per_s"] for r in self.runs if r.label == NONE]
         return {
@@ -328,12 +329,11 @@ class Harness:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(self.parameters),
             "truth": truth,
-            "baseline": {"forks_per_s": metrics._r(metrics.median(none_tput), 1),
-                         "storms": len(none_tput)},
+            "baseline": {"forks_per_s": metrics.median(none_tput), "storms": len(none_tput)},
             "backends": backends,
             "sweep": sweep,
             "runs": [self._run_entry(i, r) for i, r in enumerate(self.runs)],
-            "children": len(all_rows),
+            "children": sum(len(r.rows) for r in self.runs),
         }
 
     def _run_entry(self, i: int, r: StormRun) -> dict:
@@ -352,29 +352,33 @@ class Harness:
 
     # ---------------------------------------------------------------- files
     def write(self, summary: dict) -> None:
+        """ledger.csv (every storm's ledger with what its backend saw), one events file per
+        backend, summary.json and report.md; written through pandas."""
         d = self.out_dir
-        with open(d / "ledger.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["schema_version", "backend", "lifetime_ms", "round", "storm_pid",
-                        *LEDGER_FIELDS, "seen_fork", "seen_exec", "seen_exit"])
-            for i, r in enumerate(self.runs):
-                rc = self._recon.get(i)
-                for row in r.rows:
-                    seen = rc.seen_flags(row) if rc else {}
-                    w.writerow([SCHEMA_VERSION, r.label, r.lifetime_ms, r.round,
-                                r.summary["pid"],
-                                *(getattr(row, k) for k in LEDGER_FIELDS),
-                                *(seen.get(f"seen_{t}", "") for t in TYPES)])
+        ledgers = []
+        for i, r in enumerate(self.runs):
+            rc = self._recon.get(i)
+            led = r.rows.copy()
+            seen = rc.seen_columns() if rc else None
+            for t in TYPES:
+                led[f"seen_{t}"] = (led["idx"].map(dict(zip(rc.ledger["idx"],
+                                                             seen[f"seen_{t}"])))
+                                    .astype("Int64") if rc else pd.NA)
+            ledgers.append(led.assign(schema_version=SCHEMA_VERSION, backend=r.label,
+                                      lifetime_ms=r.lifetime_ms, round=r.round,
+                                      storm_pid=r.summary["pid"]))
+        cols = ["schema_version", "backend", "lifetime_ms", "round", "storm_pid",
+                *LEDGER_FIELDS, *(f"seen_{t}" for t in TYPES)]
+        pd.concat(ledgers, ignore_index=True)[cols].to_csv(d / "ledger.csv", index=False)
         for spec in self.specs:
-            with open(d / f"events-{spec.label}.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["record_version", "lifetime_ms", "round", "storm_pid",
-                            *EVENT_FIELDS])
-                for r in self.runs:
-                    if r.label == spec.label:
-                        for receipt, rec in r.events:
-                            w.writerow([schema.RECORD_VERSION, r.lifetime_ms, r.round,
-                                        r.summary["pid"], *event_row(receipt, rec)])
+            frames = [events_frame(r.events).assign(
+                          record_version=schema.RECORD_VERSION, lifetime_ms=r.lifetime_ms,
+                          round=r.round, storm_pid=r.summary["pid"])
+                      for r in self.runs if r.label == spec.label]
+            ev = pd.concat(frames, ignore_index=True) if frames else events_frame([])
+            ev = ev.reindex(columns=["record_version", "lifetime_ms", "round", "storm_pid",
+                                     *EVENT_FIELDS])
+            ev.to_csv(d / f"events-{spec.label}.csv", index=False)
         (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         from .. import report
         report.write_report(d, summary)
@@ -384,13 +388,13 @@ class Harness:
 
 
 def metrics_truth(runs: list[StormRun]) -> dict:
-    rows = [row for r in runs for row in r.rows]
-    return {"forks": sum(1 for x in rows if x.pid > 0),
-            "execs": sum(1 for x in rows if x.exec_ok),
-            "exits": sum(1 for x in rows if x.pid > 0),
+    led = truth_columns(pd.concat([r.rows for r in runs], ignore_index=True))
+    return {"forks": int(led["forked"].sum()),
+            "execs": int((led["forked"] & led["exec_ok"]).sum()),
+            "exits": int(led["reaped"].sum()),
             "kernel_forks": sum(r.summary["kernel_forks_after"] - r.summary["kernel_forks_before"]
                                 for r in runs),
-            "kernel_forks_expected": sum(1 + x.threads for x in rows),
+            "kernel_forks_expected": int((1 + led.loc[led["forked"], "threads"]).sum()),
             "storms": len(runs)}
 
 

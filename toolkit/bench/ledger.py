@@ -1,75 +1,101 @@
-"""The ground-truth ledger written by bench/forkstorm.c, and the events files."""
+"""The ground-truth ledger written by bench/forkstorm.c, and the events files, as pandas
+DataFrames (one row per child, one row per record)."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
+
+import pandas as pd
 
 from .. import schema
 
 LEDGER_FIELDS = ["idx", "pid", "fork_ns", "forked_ns", "exec", "exit_ns", "reap_ns",
                  "exit_status", "rss_kib", "hwm_kib", "threads"]
 EXEC_FAILED = 127 << 8     # tk-child could not be exec'd: the child _exit(127)s
+EVENT_FIELDS = ["receipt_ns"] + schema.FIELD_NAMES
 
 
 @dataclasses.dataclass
 class LedgerRow:
-    """One child of one storm. Times are CLOCK_MONOTONIC ns."""
+    """One child of one storm, as forkstorm writes it. Times are CLOCK_MONOTONIC ns.
+    (A convenience for building ledgers by hand; the bench itself works on frames.)"""
     idx: int
-    pid: int
+    pid: int            # 0: fork() failed
     fork_ns: int        # parent, just before fork()
     forked_ns: int      # parent, just after fork() returned
     exec: int           # 1 if the child exec'd tk-child
     exit_ns: int        # child, just before _exit (0: the child never wrote its slot)
-    reap_ns: int        # parent, after waitpid()
+    reap_ns: int        # parent, after waitpid() (0: never reaped)
     exit_status: int    # wait(2) status
     rss_kib: int        # child's VmRSS just before exit
     hwm_kib: int        # child's VmHWM just before exit
     threads: int
 
-    @property
-    def exec_ok(self) -> bool:
-        return bool(self.exec) and self.exit_status != EXEC_FAILED and self.exit_ns > 0
 
-    @property
-    def visible_ns(self) -> int:
-        """How long `ps` can see the child: from fork until it exits (a zombie has no mm,
-        VSZ 0, and the ps backend leaves VSZ-0 rows out as kernel threads)."""
-        end = self.exit_ns or self.reap_ns
-        return max(0, end - self.fork_ns)
-
-
-def read_ledger(path: Path | str) -> list[LedgerRow]:
-    with open(path, newline="") as f:
-        return [LedgerRow(**{k: int(row[k]) for k in LEDGER_FIELDS}) for row in csv.DictReader(f)]
+def ledger_frame(rows) -> pd.DataFrame:
+    """A ledger DataFrame from a DataFrame, or a list of LedgerRow or dicts."""
+    if isinstance(rows, pd.DataFrame):
+        df = rows
+    else:
+        df = pd.DataFrame([dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r
+                           for r in rows], columns=LEDGER_FIELDS)
+    return df.astype({k: "int64" for k in LEDGER_FIELDS})
 
 
-def write_ledger(path: Path | str, rows: list[LedgerRow]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(LEDGER_FIELDS)
-        for r in rows:
-            w.writerow([getattr(r, k) for k in LEDGER_FIELDS])
+def truth_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The ledger with what counts as truth, per child:
+      forked   fork() gave it a pid
+      exec_ok  it exec'd tk-child and that exec succeeded (it lived to write its slot)
+      reaped   the workload reaped it (waitpid returned): only then has it surely exited
+      visible_ns  how long `ps` can see it: fork until exit (a zombie has no mm, VSZ 0,
+               and is left out as a kernel thread would be)"""
+    df = ledger_frame(df).copy()
+    df["forked"] = df["pid"] > 0
+    df["exec_ok"] = (df["exec"] != 0) & (df["exit_status"] != EXEC_FAILED) & (df["exit_ns"] > 0)
+    df["reaped"] = df["forked"] & (df["reap_ns"] > 0)
+    end = df["exit_ns"].where(df["exit_ns"] > 0, df["reap_ns"])
+    df["visible_ns"] = (end - df["fork_ns"]).clip(lower=0)
+    return df
 
 
-# ---------------------------------------------------------------- events files
-EVENT_FIELDS = ["receipt_ns"] + schema.FIELD_NAMES
+def truth_of(df: pd.DataFrame) -> dict[str, int]:
+    """Per event type, how many events the ledger says happened."""
+    t = truth_columns(df)
+    return {"fork": int(t["forked"].sum()), "exec": int((t["forked"] & t["exec_ok"]).sum()),
+            "exit": int(t["reaped"].sum())}
 
 
-def event_row(receipt_ns: int, rec) -> list:
-    return [receipt_ns] + [getattr(rec, n) for n in schema.FIELD_NAMES]
+def read_ledger(path: Path | str) -> pd.DataFrame:
+    """forkstorm's ledger CSV (or the run directory's ledger.csv, extra columns kept)."""
+    return pd.read_csv(path).astype({k: "int64" for k in LEDGER_FIELDS})
 
 
-def parse_event(row: dict) -> tuple[int, object]:
-    v = row.get("record_version")
-    if v not in (None, "") and int(v) != schema.RECORD_VERSION:
-        raise ValueError(f"events file has record_version {v}; this toolkit reads version "
-                         f"{schema.RECORD_VERSION}")
-    values = {n: (row[n] if n == "comm" else int(row[n])) for n in schema.FIELD_NAMES}
-    return int(row["receipt_ns"]), schema.Record(**values)
+# ---------------------------------------------------------------- events
+_EVENT_DTYPES = {n: ("str" if n == "comm" else "int64") for n in EVENT_FIELDS}
 
 
-def read_events(path: Path | str) -> list[tuple[int, object]]:
-    """(receipt_ns, Record) pairs from an events file (extra columns are ignored)."""
-    with open(path, newline="") as f:
-        return [parse_event(row) for row in csv.DictReader(f)]
+def events_frame(events) -> pd.DataFrame:
+    """(receipt_ns, Record) pairs, or a DataFrame of them, as an events DataFrame."""
+    if isinstance(events, pd.DataFrame):
+        return events
+    rows = [(receipt, *(getattr(rec, n) for n in schema.FIELD_NAMES)) for receipt, rec in events]
+    return pd.DataFrame(rows, columns=EVENT_FIELDS).astype(_EVENT_DTYPES)
+
+
+def read_events(path: Path | str) -> pd.DataFrame:
+    """An events file (the record's fields, receipt_ns, and the bench's columns)."""
+    df = pd.read_csv(path, dtype={"comm": "str"}, keep_default_na=False)
+    if "record_version" in df and len(df):
+        versions = set(df["record_version"].astype(int))
+        if versions != {schema.RECORD_VERSION}:
+            raise ValueError(f"events file has record_version {sorted(versions)}; this "
+                             f"toolkit reads version {schema.RECORD_VERSION}")
+    return df.astype(_EVENT_DTYPES)
+
+
+def records_of(df: pd.DataFrame) -> list[tuple[int, object]]:
+    """(receipt_ns, schema.Record) pairs from an events DataFrame."""
+    return [(int(row["receipt_ns"]),
+             schema.Record(**{n: (row[n] if n == "comm" else int(row[n]))
+                              for n in schema.FIELD_NAMES}))
+            for row in df.to_dict("records")]

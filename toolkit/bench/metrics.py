@@ -5,21 +5,18 @@ Every function here is pure (no I/O), so tests can feed it recorded ledgers and 
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 
-from .ledger import LedgerRow
+import pandas as pd
+
+from .ledger import truth_columns
 from .reconcile import TYPES, Reconciliation
 
 
 def percentile(values, q: float) -> float | None:
     """Linear-interpolated percentile (q in 0..100), None for no values."""
-    v = sorted(values)
-    if not v:
-        return None
-    k = (len(v) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+    s = pd.Series(values, dtype="float64").dropna()
+    return None if s.empty else float(s.quantile(q / 100.0))
 
 
 def median(values) -> float | None:
@@ -40,8 +37,7 @@ def bootstrap_median_ci(values, level: float = 0.95, n: int = 2000,
     return percentile(meds, a), percentile(meds, 100 - a)
 
 
-def ps_predicted_capture(rows: list[LedgerRow], period_s: float,
-                         scan_s: float = 0.0) -> float | None:
+def ps_predicted_capture(ledger, period_s: float, scan_s: float = 0.0) -> float | None:
     """What a poller with this period should catch: the chance that a poll catches a child,
     min(1, max(0, visible_i - scan) / period), averaged over children.
 
@@ -51,11 +47,12 @@ def ps_predicted_capture(rows: list[LedgerRow], period_s: float,
     ps command minus that of `ps --version` (fork, exec and startup come before the
     listing). scan = 0 gives the upper bound, scan = the whole wall time the lower one.
     """
-    rows = [r for r in rows if r.pid > 0]
-    if not rows or period_s <= 0:
+    led = truth_columns(ledger)
+    visible = led.loc[led["forked"], "visible_ns"]
+    if visible.empty or period_s <= 0:
         return None
-    p, scan = period_s * 1e9, max(0.0, scan_s) * 1e9
-    return sum(min(1.0, max(0.0, r.visible_ns - scan) / p) for r in rows) / len(rows)
+    scan = max(0.0, scan_s) * 1e9
+    return float(((visible - scan).clip(lower=0) / (period_s * 1e9)).clip(upper=1).mean())
 
 
 @dataclasses.dataclass
@@ -71,10 +68,6 @@ class Capture:
     wall_s: float = 0.0                # ps: wall time of one ps run (median)
 
 
-def _rel_err_pct(observed: int, truth: int) -> float | None:
-    return abs(observed - truth) / truth * 100.0 if truth > 0 else None
-
-
 def _counter_by_type(stats_list: list[dict], kind: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in stats_list:
@@ -83,44 +76,48 @@ def _counter_by_type(stats_list: list[dict], kind: str) -> dict[str, int]:
     return out
 
 
-def _r(x, nd=3):
-    return None if x is None else round(x, nd)
+def _matched(caps: list[Capture]) -> pd.DataFrame:
+    frames = [c.recon.matched.assign(poll=c.poll) for c in caps if len(c.recon.matched)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["t", "poll", "receipt_ns", "ts_ns", "l_exit_ns", "l_forked_ns", "rss_kib",
+                 "hiwater_rss_kib", "exit_code", "l_rss_kib", "l_hwm_kib", "l_exit_status"])
+
+
+def _err_pct(observed: pd.Series, truth: pd.Series) -> pd.Series:
+    return (observed - truth).abs() / truth * 100.0
+
+
+def _pcts(values: pd.Series) -> dict:
+    return {"median": median(values), "p95": percentile(values, 95)}
+
+
+def _sum_by_type(dicts) -> dict[str, int]:
+    dicts = list(dicts)
+    return {t: int(sum(d[t] for d in dicts)) for t in TYPES}
 
 
 def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = None,
                     forks_per_s: list[float] | None = None) -> dict:
-    """Aggregate the captures of one backend (all its rounds) into its summary entry."""
-    truth = dict.fromkeys(TYPES, 0)
-    captured = dict.fromkeys(TYPES, 0)
-    dups = dict.fromkeys(TYPES, 0)
-    unmatched = dict.fromkeys(TYPES, 0)
-    rss_err, peak_err, lat, codes_ok, codes_n = [], [], [], 0, 0
+    """Aggregate the captures of one backend (all its rounds) into its summary entry.
+    Values are raw (unrounded): the report rounds when it renders."""
     poll = any(c.poll for c in caps)
-    for c in caps:
-        rc = c.recon
-        rows = {r.idx: r for r in rc.rows}
-        for t in TYPES:
-            truth[t] += rc.truth[t]
-            captured[t] += rc.captured(t)
-            dups[t] += rc.duplicates[t]
-            unmatched[t] += rc.unmatched[t]
-            for idx, (receipt, rec) in rc.matched[t].items():
-                row = rows[idx]
-                if poll:   # ps times are poll times: measure from the ledger's event time
-                    ref = row.exit_ns if t == "exit" else row.forked_ns
-                else:
-                    ref = rec.ts_ns
-                if ref:
-                    lat.append((receipt - ref) / 1e6)
-        for idx, (_, rec) in rc.matched["exit"].items():
-            row = rows[idx]
-            if row.exit_ns and row.rss_kib:
-                rss_err.append(_rel_err_pct(rec.rss_kib, row.rss_kib))
-            if row.exit_ns and row.hwm_kib and not poll:
-                peak_err.append(_rel_err_pct(rec.hiwater_rss_kib, row.hwm_kib))
-            if not poll:
-                codes_n += 1
-                codes_ok += int(rec.exit_code == row.exit_status)
+    truth = _sum_by_type(c.recon.truth for c in caps)
+    m = _matched(caps)
+    captured = {t: int((m["t"] == t).sum()) for t in TYPES}
+    dups = _sum_by_type(c.recon.duplicates for c in caps)
+    unmatched = _sum_by_type(c.recon.unmatched for c in caps)
+    # latency: kernel backends from the record's own time; ps times are poll times, so
+    # measure from the ledger's event time (exit for exits, fork for the rest)
+    ref = m["ts_ns"].where(~m["poll"].astype(bool),
+                           m["l_exit_ns"].where(m["t"] == "exit", m["l_forked_ns"]))
+    lat = ((m["receipt_ns"] - ref) / 1e6)[ref != 0]
+    ex = m[(m["t"] == "exit") & (m["l_exit_ns"] != 0)]
+    rss_err = _err_pct(ex["rss_kib"], ex["l_rss_kib"])[ex["l_rss_kib"] != 0]
+    kex = ex[~ex["poll"].astype(bool)]
+    peak_err = _err_pct(kex["hiwater_rss_kib"], kex["l_hwm_kib"])[kex["l_hwm_kib"] != 0]
+    kexits = m[(m["t"] == "exit") & ~m["poll"].astype(bool)]
+    codes_ok = int((kexits["exit_code"] == kexits["l_exit_status"]).sum())
+
     stats = [c.stats for c in caps if c.stats]
     drops = _counter_by_type(stats, "dropped")
     missed = {t: truth[t] - captured[t] for t in TYPES}
@@ -138,7 +135,7 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     ci = bootstrap_median_ci(slowdowns_pct or [])
     out = {
         "truth": truth,
-        "capture": {t: (_r(captured[t] / truth[t], 4) if truth[t] else None) for t in TYPES},
+        "capture": {t: (captured[t] / truth[t] if truth[t] else None) for t in TYPES},
         "captured": captured,
         "missed": missed,
         "dropped": dropped,
@@ -152,24 +149,23 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "dropped_other": {t: drops.get(t, 0) - missed[t] for t in TYPES} if stats else {},
         "duplicates": dups,
         "unmatched": unmatched,
-        "exit_code_agreement": _r(codes_ok / codes_n, 4) if codes_n else None,
-        "rss_error_pct": {"median": _r(median(rss_err)), "p95": _r(percentile(rss_err, 95)),
-                          "vs": "VmRSS", "n": len(rss_err)},
-        "peak_rss_error_pct": {"median": _r(median(peak_err)),
-                               "p95": _r(percentile(peak_err, 95)), "vs": "VmHWM",
-                               "n": len(peak_err)},
-        "latency_ms": {"p50": _r(percentile(lat, 50)), "p99": _r(percentile(lat, 99)),
+        "exit_code_agreement": codes_ok / len(kexits) if len(kexits) else None,
+        "rss_error_pct": {**_pcts(rss_err), "vs": "VmRSS", "n": int(len(rss_err))},
+        "peak_rss_error_pct": {**_pcts(peak_err), "vs": "VmHWM", "n": int(len(peak_err))},
+        "latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
                        "from": "ledger event time to receipt (poll times are not event "
                                "times)" if poll else "record ts_ns to receipt",
-                       "n": len(lat)},
-        "overhead_pct": {"median": _r(median(slowdowns_pct or []), 2),
-                         "ci95_low": _r(ci[0], 2), "ci95_high": _r(ci[1], 2),
-                         "rounds": len(slowdowns_pct or [])},
-        "forks_per_s": _r(median(forks_per_s or []), 1),
+                       "n": int(len(lat))},
+        "overhead_pct": {"median": median(slowdowns_pct or []),
+                         "ci95_low": ci[0], "ci95_high": ci[1],
+                         "rounds": len(slowdowns_pct or []),
+                         "per_round": list(slowdowns_pct or [])},
+        "forks_per_s": median(forks_per_s or []),
+        "forks_per_s_per_round": list(forks_per_s or []),
         "records": records,
-        "cpu_s": _r(cpu, 4),
-        "cpu_s_per_1k_events": _r(cpu / records * 1000, 4) if records else None,
-        "ns_per_event": None if poll or not hook_count else _r(hook_ns / hook_count, 1),
+        "cpu_s": cpu,
+        "cpu_s_per_1k_events": cpu / records * 1000 if records else None,
+        "ns_per_event": None if poll or not hook_count else hook_ns / hook_count,
         "hooks": _hooks(stats),
         "lost_in_transport": sum(s.get("lost_in_transport", 0) for s in stats),
         "read_lost": sum(s.get("read_lost", 0) for s in stats),
@@ -178,19 +174,19 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     }
     if poll:
         def weighted(scan_of):
-            preds = [(ps_predicted_capture(c.recon.rows, c.period_s or 0, scan_of(c)),
+            preds = [(ps_predicted_capture(c.recon.ledger, c.period_s or 0, scan_of(c)),
                       c.recon.truth["fork"]) for c in caps]
             n = sum(w for p, w in preds if p is not None)
-            return _r(sum(p * w for p, w in preds if p is not None) / n, 4) if n else None
+            return sum(p * w for p, w in preds if p is not None) / n if n else None
         periods = [c.period_s for c in caps if c.period_s]
         out["ps_model"] = {
             "predicted_fork_capture": weighted(lambda c: c.scan_s),
             "predicted_low": weighted(lambda c: max(c.wall_s, c.scan_s)),
             "predicted_high": weighted(lambda c: 0.0),
             "measured_fork_capture": out["capture"]["fork"],
-            "period_s": _r(median(periods), 4),
-            "scan_s": _r(median([c.scan_s for c in caps]), 4),
-            "ps_wall_s": _r(median([c.wall_s for c in caps]), 4),
+            "period_s": median(periods),
+            "scan_s": median([c.scan_s for c in caps]),
+            "ps_wall_s": median([c.wall_s for c in caps]),
             "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
             "model": "mean of min(1, max(0, visible - scan) / period); scan = ps wall time "
                      "- `ps --version` wall time; low/high: scan = wall time / 0",
@@ -207,7 +203,7 @@ def _hooks(stats: list[dict]) -> list[dict]:
             for k in ("count", "total_ns", "missed"):
                 a[k] += int(h.get(k, 0))
     for a in acc.values():
-        a["ns_per_call"] = round(a["total_ns"] / a["count"], 1) if a["count"] else None
+        a["ns_per_call"] = a["total_ns"] / a["count"] if a["count"] else None
     return list(acc.values())
 
 

@@ -1,4 +1,5 @@
-"""Match a backend's records to the ledger of one storm.
+"""Match a backend's records to the ledger of one storm: a pandas merge on pid and a
+filter on time windows.
 
 A process is named by (pid, start time), never by pid alone (PIDs are reused). A record
 matches the ledger row whose pid equals the record's tgid and whose time window holds
@@ -16,18 +17,21 @@ the record's time:
 
 All windows widen by `tol_ns` on both sides. When several rows of the same pid qualify,
 a row whose life [fork_ns, reap_ns] holds the record's time wins over one that only
-qualifies through the slack; then the one that started last. A row is counted once per event
-type; further matches are duplicates. Records of excluded pids (the harness's own
-processes: the storm parent, each `ps`) are ignored, and so are event types the ledger
-has no truth for (clone).
+qualifies through the slack; then the one that started last; then the first in the
+ledger. A row is counted once per event type, by the first record that matches it;
+further matches are duplicates. Records of excluded pids (the harness's own processes:
+the storm parent, each `ps`) are ignored, and so are event types the ledger has no
+truth for (clone).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 
+import numpy as np
+import pandas as pd
+
 from .. import schema
-from .ledger import LedgerRow
+from .ledger import events_frame, truth_columns, truth_of
 
 TYPES = ("fork", "exec", "exit")
 TOL_NS = 1_000_000
@@ -40,87 +44,81 @@ _NAME = {FORK: "fork", EXEC: "exec", EXIT: "exit"}
 class Reconciliation:
     """The outcome for one storm under one backend."""
     truth: dict[str, int]
-    matched: dict[str, dict[int, tuple[int, object]]]   # type -> idx -> (receipt_ns, rec)
+    # one row per matched (type, ledger row): the type `t`, the record's fields and
+    # receipt_ns, and the ledger row's fields prefixed `l_`
+    matched: pd.DataFrame
     duplicates: dict[str, int]
     unmatched: dict[str, int]     # records of storm children (ppid == storm) matching no row
-    rows: list[LedgerRow]
+    ledger: pd.DataFrame          # the storm's ledger with truth_columns()
 
     def captured(self, t: str) -> int:
-        return len(self.matched[t])
+        return int((self.matched["t"] == t).sum())
 
     def missed(self, t: str) -> int:
         return self.truth[t] - self.captured(t)
 
-    def seen_flags(self, row: LedgerRow) -> dict[str, int]:
-        return {f"seen_{t}": int(row.idx in self.matched[t]) for t in TYPES}
+    def matched_idx(self, t: str) -> set[int]:
+        return set(self.matched.loc[self.matched["t"] == t, "l_idx"].astype(int))
+
+    def seen_columns(self) -> pd.DataFrame:
+        """seen_fork, seen_exec, seen_exit (0/1) for each ledger row, in ledger order."""
+        out = pd.DataFrame(index=self.ledger.index)
+        for t in TYPES:
+            out[f"seen_{t}"] = self.ledger["idx"].isin(self.matched_idx(t)).astype(int)
+        return out
 
 
-def truth_of(rows: list[LedgerRow]) -> dict[str, int]:
-    return {"fork": sum(1 for r in rows if r.pid > 0),
-            "exec": sum(1 for r in rows if r.pid > 0 and r.exec_ok),
-            "exit": sum(1 for r in rows if r.pid > 0)}
+def _candidates(ev: pd.DataFrame, led: pd.DataFrame, poll: bool, late_ns: int,
+                tol: int) -> pd.DataFrame:
+    """Every (record, ledger row of its pid) pair whose time window holds the record,
+    with what decides between rows of the same pid."""
+    point = (ev["type"] == FORK) & (ev["start_ns"] != 0) & (not poll)
+    ev = ev.assign(k_lo=np.where(point, ev["start_ns"], ev["ts_ns"]))
+    k_hi = np.maximum(ev["ts_ns"], ev["receipt_ns"]) if poll else ev["ts_ns"]
+    ev = ev.assign(k_hi=np.where(point, ev["start_ns"], k_hi))
+    m = ev.merge(led.add_prefix("l_"), left_on="tgid", right_on="l_pid", how="inner")
+    lo = m["l_fork_ns"] - tol
+    hi = m["l_reap_ns"] + tol
+    if not poll:
+        hi = hi.where(m["type"] != FORK, m["l_forked_ns"] + tol)
+    is_exit = m["type"] == EXIT
+    exit_lo = m["l_exit_ns"].where(m["l_exit_ns"] > 0, m["l_fork_ns"]) - tol
+    lo = lo.where(~is_exit, exit_lo)
+    if poll:
+        hi = hi.where(~is_exit, hi + late_ns)
+    inside = (((m["l_fork_ns"] <= m["k_lo"]) & (m["k_lo"] <= m["l_reap_ns"]))
+              | ((m["l_fork_ns"] <= m["k_hi"]) & (m["k_hi"] <= m["l_reap_ns"])))
+    m = m.assign(lo=lo, slack_only=~inside)
+    return m[(m["k_lo"] <= hi) & (lo <= m["k_hi"])]
 
 
-def _window(row: LedgerRow, etype: int, poll: bool, late_ns: int, tol: int):
-    lo = row.fork_ns - tol
-    hi = row.reap_ns + tol
-    if etype == FORK and not poll:
-        hi = row.forked_ns + tol
-    elif etype == EXIT:
-        lo = (row.exit_ns or row.fork_ns) - tol
-        if poll:
-            hi += late_ns
-    return lo, hi
-
-
-def match_record(rec, cands: list[LedgerRow], poll: bool, late_ns: int = 0,
-                 tol: int = TOL_NS, receipt_ns: int | None = None) -> LedgerRow | None:
-    """The ledger row (among rows of the record's pid) this record belongs to, or None.
-    A record's time is a point (kernel) or, for a poll, the span [ts_ns, receipt_ns]."""
-    if rec.type == FORK and not poll and rec.start_ns:
-        k_lo = k_hi = rec.start_ns
-    else:
-        k_lo = rec.ts_ns
-        k_hi = max(k_lo, receipt_ns or k_lo) if poll else k_lo
-    best, best_score = None, None
-    for row in cands:
-        lo, hi = _window(row, rec.type, poll, late_ns, tol)
-        if k_lo <= hi and lo <= k_hi:
-            inside = row.fork_ns <= k_lo <= row.reap_ns or row.fork_ns <= k_hi <= row.reap_ns
-            score = (0 if inside else 1, -lo)
-            if best is None or score < best_score:
-                best, best_score = row, score
-    return best
-
-
-def reconcile(rows: list[LedgerRow], events: list[tuple[int, object]], *, poll: bool = False,
-              period_s: float = 1.0, storm_pid: int | None = None,
-              exclude_pids=(), tol_ns: int = TOL_NS) -> Reconciliation:
-    """Match (receipt_ns, Record) pairs against one storm's ledger rows."""
-    by_pid: dict[int, list[LedgerRow]] = collections.defaultdict(list)
-    for r in rows:
-        if r.pid > 0:
-            by_pid[r.pid].append(r)
-    exec_truth = {r.idx for r in rows if r.exec_ok}
+def reconcile(ledger, events, *, poll: bool = False, period_s: float = 1.0,
+              storm_pid: int | None = None, exclude_pids=(), tol_ns: int = TOL_NS
+              ) -> Reconciliation:
+    """Match one storm's records ((receipt_ns, Record) pairs or an events DataFrame)
+    against its ledger (a DataFrame or LedgerRows)."""
+    led = truth_columns(ledger)
+    led = led[led["forked"]].reset_index(drop=True)
+    led["order"] = np.arange(len(led))
+    ev = events_frame(events).reset_index(drop=True)
+    ev = ev.assign(seq=np.arange(len(ev)), t=ev["type"].map(_NAME))
+    ev = ev[ev["t"].notna() & ~ev["tgid"].isin(list(exclude_pids))
+            & ~((ev["type"] == FORK) & (ev["pid"] != ev["tgid"]))]   # a thread: no process
     late_ns = int((2 * period_s + 1.0) * 1e9) if poll else 0
-    exclude = set(exclude_pids)
-    matched = {t: {} for t in TYPES}
-    dups = dict.fromkeys(TYPES, 0)
-    unmatched = dict.fromkeys(TYPES, 0)
-    for receipt, rec in events:
-        t = _NAME.get(rec.type)
-        if t is None or rec.tgid in exclude:
-            continue
-        if rec.type == FORK and rec.pid != rec.tgid:
-            continue  # not a new process
-        row = match_record(rec, by_pid.get(rec.tgid, ()), poll, late_ns, tol_ns, receipt)
-        if row is None or (t == "exec" and row.idx not in exec_truth):
-            if storm_pid is not None and rec.ppid == storm_pid:
-                unmatched[t] += 1
-            continue
-        if row.idx in matched[t]:
-            dups[t] += 1
-            continue
-        matched[t][row.idx] = (receipt, rec)
-    return Reconciliation(truth=truth_of(rows), matched=matched, duplicates=dups,
-                          unmatched=unmatched, rows=rows)
+
+    cands = _candidates(ev, led, poll, late_ns, tol_ns)
+    best = (cands.sort_values(["seq", "slack_only", "lo", "l_order"],
+                              ascending=[True, True, False, True], kind="mergesort")
+            .drop_duplicates("seq", keep="first"))
+    # an exec record whose row did not exec (successfully) matches nothing
+    best = best[(best["t"] != "exec") | best["l_exec_ok"]]
+    dup = best.duplicated(["t", "l_idx"], keep="first")
+    matched = best[~dup].drop(columns=["k_lo", "k_hi", "lo", "slack_only"])
+    duplicates = best[dup]["t"].value_counts()
+    lost = ev[~ev["seq"].isin(best["seq"])]
+    unmatched = (lost[lost["ppid"] == storm_pid]["t"].value_counts()
+                 if storm_pid is not None else pd.Series(dtype=int))
+    return Reconciliation(truth=truth_of(led), matched=matched.reset_index(drop=True),
+                          duplicates={t: int(duplicates.get(t, 0)) for t in TYPES},
+                          unmatched={t: int(unmatched.get(t, 0)) for t in TYPES},
+                          ledger=led)
