@@ -351,37 +351,38 @@ READER = textwrap.dedent("""
     stop = sys.argv[1]
     counts = {"blocking": 0, "poll": 0, "stats": 0}
 
-    def blocking():
+    def reopening(flags, use):
+        """Open the events file again and again (the module comes and goes) until the
+        stop file appears; use(fd) reads until EOF or an error."""
         while not os.path.exists(stop):
             try:
-                fd = os.open(EV, os.O_RDONLY)
+                fd = os.open(EV, flags)
             except OSError:
                 time.sleep(0.01); continue
             try:
-                while os.read(fd, 65536):
-                    counts["blocking"] += 1
+                use(fd)
             except OSError:
                 pass
             finally:
                 os.close(fd)
 
+    def read_blocking(fd):
+        while os.read(fd, 65536):
+            counts["blocking"] += 1
+
+    def read_polling(fd):
+        p = select.poll(); p.register(fd, select.POLLIN)
+        for _ in range(50):
+            if p.poll(100):
+                if not os.read(fd, 4096):
+                    break
+                counts["poll"] += 1
+
+    def blocking():
+        reopening(os.O_RDONLY, read_blocking)
+
     def poller():
-        while not os.path.exists(stop):
-            try:
-                fd = os.open(EV, os.O_RDONLY | os.O_NONBLOCK)
-            except OSError:
-                time.sleep(0.01); continue
-            p = select.poll(); p.register(fd, select.POLLIN)
-            try:
-                for _ in range(50):
-                    if p.poll(100):
-                        if not os.read(fd, 4096):
-                            break
-                        counts["poll"] += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        reopening(os.O_RDONLY | os.O_NONBLOCK, read_polling)
 
     def stats():
         while not os.path.exists(stop):
