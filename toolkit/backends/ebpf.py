@@ -215,7 +215,7 @@ class EbpfBackend(base.Backend):
             raise base.BackendError(
                 f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
                 "from a venv made with --system-site-packages", base.LAB_HINT) from None
-        rel = os.uname().release
+        rel = sysinfo.release()
         build = Path("/lib/modules") / rel / "build"
         if not build.exists():
             raise base.BackendError(
@@ -474,6 +474,7 @@ class EbpfBackend(base.Backend):
             lost_in_transport=self._mod.perf_lost - self._base_perf_lost,
             read_lost=self._read_lost,
             extra={"probe": self.opts.probe, "transport": self.opts.transport,
+                   "uid_filter": self.uid_filter, "ppid_filter": self.ppid_filter,
                    "buffer_pages": self.opts.buffer_pages,
                    "compile_s": round(self._mod.compile_s, 2),
                    "bpf_stats_enabled": STATS_SYSCTL.exists()

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .. import sysinfo
 from ..errors import EXIT_LAB_ONLY, EXIT_OK, EXIT_UNAVAILABLE
 from .common import parse_backends
 
@@ -34,14 +35,14 @@ def doctor(backends, no_lab, as_json):
         verdicts[b] = d.verdict(b, items, lab_ok)
     if as_json:
         click.echo(json.dumps({
-            "kernel": os.uname().release,
+            "kernel": sysinfo.release(),
             "checks": [c.__dict__ for c in items + ([labc] if labc else [])],
             "verdicts": {b: {"verdict": v, "fixes": f} for b, (v, f) in verdicts.items()},
         }, indent=2, default=list))
     else:
         rows = [(c.name, c.status, c.detail, ",".join(c.needed_by) or "-")
                 for c in items + ([labc] if labc else [])]
-        click.echo(f"kernel {os.uname().release} ({os.uname().machine})\n")
+        click.echo(f"kernel {sysinfo.release()} ({os.uname().machine})\n")
         click.echo(tabulate(rows, headers=["check", "status", "detail", "needed by"],
                                maxcolwidths=[None, None, 72, None]))
         click.echo()
