@@ -351,9 +351,9 @@ READER = textwrap.dedent("""
     stop = sys.argv[1]
     counts = {"blocking": 0, "poll": 0, "stats": 0}
 
+    # open the events file again and again (the module comes and goes) until the
+    # stop file appears; use(fd) reads until EOF or an error
     def reopening(flags, use):
-        """Open the events file again and again (the module comes and goes) until the
-        stop file appears; use(fd) reads until EOF or an error."""
         while not os.path.exists(stop):
             try:
                 fd = os.open(EV, flags)
