@@ -61,11 +61,22 @@ def event_row(receipt_ns: int, rec) -> list:
 
 
 def parse_event(row: dict) -> tuple[int, object]:
+    """One events-file row; a row of an older record version (a results file written
+    before fields were appended) reads the appended fields as 0."""
     v = row.get("record_version")
-    if v not in (None, "") and int(v) != schema.RECORD_VERSION:
-        raise ValueError(f"events file has record_version {v}; this toolkit reads version "
-                         f"{schema.RECORD_VERSION}")
-    values = {n: (row[n] if n == "comm" else int(row[n])) for n in schema.FIELD_NAMES}
+    if v in (None, ""):     # no version column: the newest version whose columns it has
+        version = max((ver for ver in range(schema.OLDEST_READABLE_VERSION,
+                                            schema.RECORD_VERSION + 1)
+                       if all(n in row for n in schema.fields_of_version(ver))),
+                      default=schema.RECORD_VERSION)
+    else:
+        version = int(v)
+    try:
+        present = set(schema.fields_of_version(version))
+    except ValueError as e:
+        raise ValueError(f"events file: {e}") from None
+    values = {n: (row[n] if n == "comm" else int(row[n]) if n in present else 0)
+              for n in schema.FIELD_NAMES}
     return int(row["receipt_ns"]), schema.Record(**values)
 
 
