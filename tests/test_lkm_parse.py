@@ -61,8 +61,12 @@ def test_events_round_trip():
         assert schema.format_line(r) == line
     exits = [r for r in recs if r.event == "exit"]
     assert exits and all(r.flags & schema.FLAGS["HAS_MM"] for r in exits)
-    assert {r.event for r in recs} >= {"fork", "clone", "exec", "exit"}
+    assert {r.event for r in recs} >= {"fork", "clone", "exec", "exit", "kill"}
     assert "a b.sh" in {r.comm for r in recs}          # printed as a\\040b.sh
+    # `toolkit quota run --files 3 -- python3 ...`: one descriptor too many
+    (kill,) = [r for r in recs if r.event == "kill"]
+    assert kill.quota_kind == schema.QUOTA_KINDS["files"] and kill.quota == 3
+    assert kill.quota_value > kill.quota and kill.comm == "python3"
 
 
 def test_events_escaped_comm():
