@@ -179,6 +179,14 @@ def describe_status(status: int) -> str:
     return f"exited with status {os.WEXITSTATUS(status)}"
 
 
+def describe_kill(rec) -> str:
+    """One kill record in words."""
+    kind = schema.QUOTA_NAMES.get(rec.quota_kind, str(rec.quota_kind))
+    unit = " bytes" if kind == "heap" else " descriptors" if kind == "files" else ""
+    return (f"pid {rec.tgid} ({rec.comm}) killed: {kind} reached {rec.quota_value}{unit}, "
+            f"quota {rec.quota}")
+
+
 def exit_code(status: int) -> int:
     """The shell's convention: the exit status, or 128 + the signal number."""
     if os.WIFSIGNALED(status):
@@ -191,8 +199,9 @@ def spawn_registered(argv: Sequence[str], register: Callable[[int], None]) -> in
     the command has run yet); then let it exec `argv`. Returns the child's pid. If
     registering fails, the child is killed and reaped and the error re-raised.
 
-    Between the go-ahead and execve() the child runs only os.read and os.execvp,
-    which create no descriptor and map no memory (the pipe is close-on-exec)."""
+    The child keeps only descriptors 0, 1 and 2 (and the pipe, close-on-exec). Between
+    the go-ahead and execve() it runs only os.read and os.execvp, which create no
+    descriptor and map no memory."""
     if not argv:
         raise QuotaError("no command to run", hint="toolkit quota run ... -- CMD [ARGS]")
     r, w = os.pipe()
@@ -200,6 +209,10 @@ def spawn_registered(argv: Sequence[str], register: Callable[[int], None]) -> in
     if pid == 0:                                        # the child
         try:
             os.close(w)
+            # the command gets stdin, stdout and stderr only (as subprocess's
+            # close_fds): the toolkit's own descriptors would count against it
+            os.closerange(3, r)
+            os.closerange(r + 1, os.sysconf("SC_OPEN_MAX"))
             if os.read(r, 1) != b"g":
                 os._exit(127)
             os.execvp(argv[0], list(argv))

@@ -57,6 +57,55 @@ def kills() -> list:
             if r.type == schema.EventType.KILL]
 
 
+class LkmSide:
+    """The module's quotas, through /proc/toolkit/quota and the events file."""
+
+    def set(self, pid, heap=None, files=None):
+        quota.write(quota.set_command(pid, heap, files))
+
+    def tracked(self) -> set[int]:
+        return {r.pid for r in quota.read()[0]}
+
+    def kills(self) -> list:
+        return kills()
+
+
+class EbpfSide:
+    """ebpf/quota.c's quotas, through its map and ring buffer."""
+
+    def __init__(self):
+        from toolkit.backends.ebpf_quota import EbpfQuotas
+        self.q = EbpfQuotas()
+
+    def set(self, pid, heap=None, files=None):
+        self.q.set(pid, heap, files)
+
+    def tracked(self) -> set[int]:
+        return set(self.q.entries())
+
+    def kills(self) -> list:
+        return self.q.kills(200)
+
+
+@pytest.fixture(scope="module")
+def ebpf_side():
+    side = EbpfSide()
+    yield side
+    side.q.close()
+
+
+@pytest.fixture(params=["lkm", "ebpf"])
+def side(request, module):
+    if request.param == "lkm":
+        yield LkmSide()
+        return
+    s = request.getfixturevalue("ebpf_side")
+    s.kills()
+    for pid in list(s.tracked()):
+        s.q.clear(pid)
+    yield s
+
+
 class Waiting:
     """tk_quota started and stopped at "ready N"; go() lets it act; finish() -> (rc, out)."""
 
@@ -77,63 +126,69 @@ class Waiting:
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_the_descriptor_past_the_quota_kills(module, qhelper, way):
+def test_the_descriptor_past_the_quota_kills(side, qhelper, way):
     w = Waiting([str(qhelper), "fd", way])
-    quota.write(f"set {w.p.pid} files={w.ready}")   # the next descriptor is one too many
-    rows = {r.pid: r for r in quota.read()[0]}
-    assert rows[w.p.pid].files == w.ready and rows[w.p.pid].state == "tracking"
+    side.set(w.p.pid, files=w.ready)            # the next descriptor is one too many
+    assert w.p.pid in side.tracked()
+    if isinstance(side, LkmSide):
+        rows = {r.pid: r for r in quota.read()[0]}
+        assert rows[w.p.pid].files == w.ready and rows[w.p.pid].state == "tracking"
     w.go()
     rc, out = w.finish()
     assert rc == -signal.SIGKILL and "made" not in out, (rc, out)
-    (k,) = [r for r in kills() if r.tgid == w.p.pid]
+    (k,) = [r for r in side.kills() if r.tgid == w.p.pid]
     assert k.quota_kind == schema.QUOTA_KINDS["files"] and k.quota == w.ready
     assert k.quota_value == w.ready + MADE.get(way, 1)
-    assert w.p.pid not in {r.pid for r in quota.read()[0]}     # exit leaves no entry
+    assert w.p.pid not in side.tracked()        # exit leaves no entry
 
 
 @pytest.mark.parametrize("way", ("open", "pipe", "scm"))
-def test_under_the_file_quota_runs_untouched(module, qhelper, way):
+def test_under_the_file_quota_runs_untouched(side, qhelper, way):
     w = Waiting([str(qhelper), "fd", way])
-    quota.write(f"set {w.p.pid} files={w.ready + MADE.get(way, 1)}")
+    side.set(w.p.pid, files=w.ready + MADE.get(way, 1))
     w.go()
     rc, out = w.finish()
     assert rc == 0 and "made" in out
-    assert not kills()
+    assert not side.kills() and w.p.pid not in side.tracked()
 
 
 @pytest.mark.parametrize("kind", ("brk", "mmap"))
-def test_heap_past_the_quota_kills_with_overshoot_under_one_step(module, qhelper, kind):
+def test_heap_past_the_quota_kills_with_overshoot_under_one_step(side, qhelper, kind):
     step = STEP_KIB * 1024
     w = Waiting([str(qhelper), "heap", kind, str(STEP_KIB), "8"])
     limit = w.ready + 3 * step + step // 2                 # the 4th step crosses it
-    quota.write(f"set {w.p.pid} heap={limit}")
+    side.set(w.p.pid, heap=limit)
     w.go()
     rc, out = w.finish()
     steps = [line for line in out.splitlines() if line.startswith("step")]
     assert rc == -signal.SIGKILL, (rc, out)
     assert len(steps) == 3, out           # the crossing sbrk/mmap returned into SIGKILL
-    (k,) = [r for r in kills() if r.tgid == w.p.pid]
+    (k,) = [r for r in side.kills() if r.tgid == w.p.pid]
     assert k.quota_kind == schema.QUOTA_KINDS["heap"] and k.quota == limit
     assert 0 < k.quota_value - limit < step
 
 
-def test_under_the_heap_quota_runs_untouched(module, qhelper):
+def test_under_the_heap_quota_runs_untouched(side, qhelper):
     w = Waiting([str(qhelper), "heap", "mmap", str(STEP_KIB), "8"])
-    quota.write(f"set {w.p.pid} heap={w.ready + 9 * STEP_KIB * 1024} files=1000")
+    side.set(w.p.pid, heap=w.ready + 9 * STEP_KIB * 1024, files=1000)
     w.go()
     rc, out = w.finish()
     assert rc == 0 and out.count("step") == 8
-    assert not kills()
+    assert not side.kills()
 
 
-def test_cli_run_registers_before_the_first_instruction(module, qhelper):
+@pytest.mark.parametrize("backend", ["lkm", "ebpf"])
+def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend):
     # 3 descriptors (stdin, stdout, stderr) at exec: a quota of 3 kills the first open
-    cp = subprocess.run([TOOLKIT, "quota", "run", "--files", "3", "--",
+    cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--files", "3", "--",
                          str(qhelper), "fds", "5"], stdin=subprocess.DEVNULL,
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 128 + signal.SIGKILL, cp
     assert "fd 1" not in cp.stdout and "killed by SIGKILL" in cp.stderr
-    cp = subprocess.run([TOOLKIT, "quota", "run", "--files", "8", "--heap", "64M", "--",
+    if backend == "ebpf":       # the command starts with 0, 1, 2 only: the 4th kills
+        assert "files reached 4 descriptors, quota 3" in cp.stderr, cp.stderr
+    cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--files", "8",
+                         "--heap", "64M", "--",
                          str(qhelper), "fds", "5"], stdin=subprocess.DEVNULL,
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0 and "fd 5" in cp.stdout, cp
@@ -159,13 +214,13 @@ def test_cli_set_list_clear(module, qhelper):
         w.finish()
 
 
-def test_a_reused_pid_is_not_limited(module, qhelper):
+def test_a_reused_pid_is_not_limited(side, qhelper):
     w = Waiting([str(qhelper), "fd", "open"])
     pid = w.p.pid
-    quota.write(f"set {pid} files={w.ready}")
+    side.set(pid, files=w.ready)
     w.p.kill()
     w.finish()
-    assert pid not in {r.pid for r in quota.read()[0]}
+    assert pid not in side.tracked()
     # make the next pid be the old one (checkpoint/restore's ns_last_pid), as a
     # process that reuses a tracked pid would get it
     for _ in range(20):
@@ -180,7 +235,7 @@ def test_a_reused_pid_is_not_limited(module, qhelper):
     w2.go()
     rc, out = w2.finish()
     assert rc == 0 and "made" in out
-    assert not kills()
+    assert not side.kills()
 
 
 def test_bad_writes_are_refused_and_change_nothing(module, qhelper):

@@ -12,7 +12,7 @@ import click
 
 from .common import lab_option, rerun_in_lab
 
-QUOTA_BACKENDS = ("lkm",)
+QUOTA_BACKENDS = ("lkm", "ebpf")
 
 
 def _limits(heap: str | None, files: str | None) -> tuple[int | None, int | None]:
@@ -50,13 +50,28 @@ def run(heap, files, backend, lab, command):
     Exits with COMMAND's status (128 + N if a signal N killed it)."""
     if lab:
         rerun_in_lab()
+    import os
+
     from .. import quota as q
     h, f = _limits(heap, files)
     argv = list(command)
-    pid = q.spawn_registered(argv, lambda child: q.write(q.set_command(child, h, f)))
-    import os
-    _, status = os.waitpid(pid, 0)
+    if backend == "lkm":
+        pid = q.spawn_registered(argv, lambda child: q.write(q.set_command(child, h, f)))
+        _, status = os.waitpid(pid, 0)
+        kills = []
+    else:   # the BPF programs stay attached, and the quota held, while we wait
+        from ..backends.ebpf_quota import EbpfQuotas
+        click.echo("quota run: compiling and attaching ebpf/quota.c ...", err=True)
+        enforcer = EbpfQuotas()
+        try:
+            pid = q.spawn_registered(argv, lambda child: enforcer.set(child, h, f))
+            _, status = os.waitpid(pid, 0)
+            kills = enforcer.kills(100)
+        finally:
+            enforcer.close()
     click.echo(f"quota run: {argv[0]} (pid {pid}) {q.describe_status(status)}", err=True)
+    for k in kills:
+        click.echo(f"quota run: {q.describe_kill(k)}", err=True)
     sys.exit(q.exit_code(status))
 
 
