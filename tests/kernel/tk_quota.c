@@ -28,30 +28,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static long vmdata_bytes(void)
-{
-	char line[256];
-	long kib = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmData: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib * 1024;
-}
-
-static int open_fds(void)
-{
-	int fd, n = 0;
-
-	for (fd = 0; fd < 4096; fd++)
-		if (fcntl(fd, F_GETFD) >= 0)
-			n++;
-	return n;
-}
+#include "../../bench/quota_self.h"
 
 static void wait_go(long ready)
 {
@@ -151,7 +128,7 @@ static int fd_way(const char *way)
 		exit(4);
 	if (r < 0)
 		die(way);
-	printf("made %d\n", open_fds());
+	printf("made %ld\n", open_fds());
 	return 0;
 }
 

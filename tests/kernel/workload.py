@@ -206,7 +206,10 @@ def helper(tmpdir: str | os.PathLike | None = None, source: Path = HELPER_SRC) -
     """Compile tests/kernel/tk_helper.c, or another helper `source` beside it, (once per
     content) and return the binary."""
     import hashlib
+    import re
     src = source.read_bytes()
+    for inc in re.findall(rb'#include "([^"]+)"', src):    # a changed header rebuilds
+        src += (source.parent / inc.decode()).read_bytes()
     out_dir = Path(tmpdir or "/tmp/toolkit-tests")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_dir.chmod(0o755)
