@@ -8,7 +8,8 @@
  *   ring.c     the bounded record ring, its counters and reader wake-up
  *   procfs.c   /proc/toolkit/{events,processes,meminfo,stats}
  *   control.c  /proc/toolkit/control: parse-all-then-apply commands
- *   quota.c    per-process heap and open-file quotas, /proc/toolkit/quota
+ *   quota.c    per-process heap and open-file quotas: table, hooks, kills
+ *   quota_proc.c  /proc/toolkit/quota (quota.h is what the two share)
  */
 #ifndef TOOLKIT_LKM_H
 #define TOOLKIT_LKM_H
