@@ -34,7 +34,8 @@
 
 #include "quota_self.h"
 
-struct state {			/* what the harness reads: 6 u64, native order */
+/* what the harness reads: 6 u64, native byte order */
+struct state {
 	uint64_t call_start_ns;	/* start of the latest call */
 	uint64_t before;	/* VmData bytes or open fds before it */
 	uint64_t calls;		/* calls made, the latest included */

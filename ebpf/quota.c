@@ -47,8 +47,11 @@ struct tk_quota {
 
 BPF_HASH(tk_quotas, u32, struct tk_quota, 1024);
 BPF_RINGBUF_OUTPUT(tk_kills, 8);
-/* [0] kills recorded, [1] kill records dropped (ring full) */
-BPF_ARRAY(tk_quota_counts, u64, 2);
+/*
+ * [0] kills, [1] kill records dropped (ring full), [2] signals that could
+ * not be sent (retried at the process's next hook)
+ */
+BPF_ARRAY(tk_quota_counts, u64, 3);
 
 static __always_inline void tk_qcount(u32 key)
 {
@@ -70,7 +73,8 @@ static __always_inline struct tk_quota *tk_quota_current(struct task_struct *t)
 		return NULL;
 	bpf_probe_read_kernel(&leader, sizeof(leader), &t->group_leader);
 	if (leader)
-		bpf_probe_read_kernel(&start, sizeof(start), &leader->start_time);
+		bpf_probe_read_kernel(&start, sizeof(start),
+				      &leader->start_time);
 	if (!q->start_ns)
 		q->start_ns = start;
 	return q->start_ns == start ? q : NULL;
@@ -115,7 +119,17 @@ static __always_inline void tk_kill(void *ctx, struct task_struct *t,
 	if (q->killed)
 		return;
 	q->killed = kind;
-	bpf_send_signal(TK_SIGKILL);
+	/*
+	 * With interrupts disabled the helper defers the signal to an
+	 * irq_work, which runs before the return to user space; it fails
+	 * (-EBUSY) if this CPU's irq_work is still pending: then the next
+	 * hook of the process tries again.
+	 */
+	if (bpf_send_signal(TK_SIGKILL)) {
+		q->killed = 0;
+		tk_qcount(2);
+		return;
+	}
 	tk_qcount(0);
 	r = tk_kills.ringbuf_reserve(sizeof(*r));
 	if (!r) {

@@ -104,6 +104,7 @@ def side(request, module):
     for pid in list(s.tracked()):
         s.q.clear(pid)
     yield s
+    assert s.q.counts()["dropped"] == 0         # every kill record was delivered
 
 
 class Waiting:

@@ -96,7 +96,8 @@ class EbpfQuotas:
 
     def counts(self) -> dict[str, int]:
         c = self.bpf[b"tk_quota_counts"]
-        return {"kills": c[ct.c_int(0)].value, "dropped": c[ct.c_int(1)].value}
+        return {"kills": c[ct.c_int(0)].value, "dropped": c[ct.c_int(1)].value,
+                "signal_retries": c[ct.c_int(2)].value}
 
     def kills(self, timeout_ms: int = 0) -> list:
         """Kill records that arrived since the last call."""

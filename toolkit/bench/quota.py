@@ -205,9 +205,11 @@ def run_trial(enf: Enforcers, exe: Path, mech: str, scenario: str, i: int,
         outcome, reached, death_ms = ("survived" if p.returncode == 0 else "other",
                                       before, None)
     if mech in ("lkm", "ebpf") and outcome == "killed":
+        # the kill record says where the crossing call took it; the workload's own
+        # state says how far it got (a later call, had the signal come late): the larger
         kill_value = enf.kill_values(mech).get(p.pid)
         if kill_value is not None:
-            reached = kill_value
+            reached = max(reached, kill_value)
     if mech == "cgroup":
         peak = cg / "memory.peak"
         reached = int(peak.read_text()) if peak.exists() else limit
@@ -337,10 +339,13 @@ def run(mechanisms, trials: int, rounds: int, cost_n: int, out_dir: Path | None,
             if mech in ("lkm", "ebpf"):
                 progress(f"{mech} cost: {rounds} interleaved rounds of {cost_n} calls each")
                 cost_rows += run_cost(enf, exe, mech, rounds, cost_n, rng)
+        ebpf_counts = enf.ebpf.counts() if enf.ebpf else None
     finally:
         enf.close()
         shutil.rmtree(state_dir, ignore_errors=True)
     summary = summarize(all_trials, cost_rows)
+    # kill records the BPF ring dropped, signals retried (ebpf/quota.c's counters)
+    summary["ebpf_counts"] = ebpf_counts
     summary["params"] = {"mechanisms": mechanisms, "trials": trials, "rounds": rounds,
                          "cost_calls": cost_n, "step_kib": STEP_KIB,
                          "heap_margin": HEAP_MARGIN, "files_margin": FILES_MARGIN,

@@ -67,6 +67,10 @@ def run(heap, files, backend, lab, command):
             pid = q.spawn_registered(argv, lambda child: enforcer.set(child, h, f))
             _, status = os.waitpid(pid, 0)
             kills = enforcer.kills(100)
+            counts = enforcer.counts()
+            if counts["dropped"]:
+                click.echo(f"quota run: {counts['dropped']} kill records dropped "
+                           "(ring buffer full)", err=True)
         finally:
             enforcer.close()
     click.echo(f"quota run: {argv[0]} (pid {pid}) {q.describe_status(status)}", err=True)
