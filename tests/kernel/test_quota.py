@@ -194,6 +194,12 @@ def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0 and "fd 5" in cp.stdout, cp
     assert not quota.read()[0]
+    # a heap quota far below the toolkit's own (Python's data_vm is tens of MiB): the
+    # forked child makes no brk/mmap before its exec, so only the command is measured
+    cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--heap", "2M", "--",
+                         str(qhelper), "heap", "mmap", "64", "4"], input="go\n",
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0 and "step 4" in cp.stdout, cp
 
 
 def test_cli_set_list_clear(module, qhelper):
