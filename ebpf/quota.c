@@ -5,8 +5,9 @@
  * Loaded by toolkit/backends/ebpf_quota.py; the quotas hold while that
  * process keeps the programs attached.
  *
- *   heap   mm->data_vm in bytes, read when brk, mmap, munmap, mremap or
- *          mprotect returns (kretprobes on the x86-64 syscall entries)
+ *   heap   mm->data_vm in bytes, read when brk, mmap, munmap, mremap,
+ *          mprotect or execve(at) returns (kretprobes on the x86-64
+ *          syscall entries)
  *   files  the bits set in the fd table's open_fds (up to TK_FD_WORDS *
  *          64 descriptors), counted at fd_install() and when dup2/dup3
  *          return

@@ -8,8 +8,8 @@
  *   heap   mm->data_vm in bytes: the private writable, non-stack memory
  *          that RLIMIT_DATA limits (brk extent plus private writable
  *          mappings).  The kernel keeps data_vm itself (vm_stat_account);
- *          it changes only through brk, mmap, munmap, mremap and
- *          mprotect, so it is read when each of those syscalls returns
+ *          it changes only through brk, mmap, munmap, mremap, mprotect
+ *          and execve, so it is read when each of those syscalls returns
  *          (kretprobes whose entry handler skips untracked processes).
  *   files  open descriptors: the bits set in the fd table's open_fds.
  *          Every new descriptor is reserved there and then made visible by
@@ -227,6 +227,8 @@ static struct kretprobe tk_quota_kretprobes[] = {
 	TK_HEAP_RET("__x64_sys_munmap"),
 	TK_HEAP_RET("__x64_sys_mremap"),
 	TK_HEAP_RET("__x64_sys_mprotect"),
+	TK_HEAP_RET("__x64_sys_execve"),	/* the new image's .data/.bss */
+	TK_HEAP_RET("__x64_sys_execveat"),
 	TK_FILES_RET("__x64_sys_dup2"),
 	TK_FILES_RET("__x64_sys_dup3"),
 };

@@ -22,7 +22,7 @@ from .ebpf import capture_stderr, log_tail
 
 SOURCE = EBPF_DIR / "quota.c"
 FD_LIMIT = 128 * 64          # TK_FD_WORDS * 64: descriptors the program can count
-HEAP_SYSCALLS = ("brk", "mmap", "munmap", "mremap", "mprotect")
+HEAP_SYSCALLS = ("brk", "mmap", "munmap", "mremap", "mprotect", "execve", "execveat")
 FILES_SYSCALLS = ("dup2", "dup3")
 
 
