@@ -19,7 +19,7 @@
 #ifndef TOOLKIT_RECORD_H
 #define TOOLKIT_RECORD_H
 
-#define TK_RECORD_VERSION	1
+#define TK_RECORD_VERSION	2
 #define TK_COMM_LEN		16
 
 /*
@@ -29,12 +29,16 @@
  *  EXEC   a successful execve(), recorded after the new comm is set
  *  EXIT   a process exited: the thread group leader's exit, seen while
  *         its mm is still attached, so RSS and peak RSS are real
+ *  KILL   (version 2) a process went over one of its quotas and was sent
+ *         SIGKILL; quota_kind, quota and quota_value say which, and what
+ *         it reached
  */
 #define TK_EVENT_TYPES(X)		\
 	X(FORK, 1, "fork")		\
 	X(CLONE, 2, "clone")		\
 	X(EXEC, 3, "exec")		\
-	X(EXIT, 4, "exit")
+	X(EXIT, 4, "exit")		\
+	X(KILL, 5, "kill")
 
 /* Values run 1..TK_EVENT_MAX without gaps, so the count is the largest. */
 #define TK_PLUS_ONE(name, value, text)	+ 1
@@ -65,7 +69,12 @@
 	F(__u32, flags, "TK_FLAG_* bits")				\
 	F(__s32, exit_code, "exit only: wait(2) status, "		\
 	  "(code << 8) | signal")					\
-	A(char, comm, TK_COMM_LEN, "task comm, NUL padded")
+	A(char, comm, TK_COMM_LEN, "task comm, NUL padded")		\
+	F(__u64, quota, "kill only (v2): the quota crossed, bytes or "	\
+	  "descriptors")						\
+	F(__u64, quota_value, "kill only (v2): the value reached")	\
+	F(__u32, quota_kind, "kill only (v2): TK_QUOTA_KINDS")		\
+	F(__u32, quota_pad, "(v2) zero: keeps the record unpadded")
 
 /*
  * Counter kinds, one counter of each kind per event type, identical on both
@@ -111,6 +120,17 @@
 	C(UID, 0, "uid")		\
 	C(PPID, 1, "ppid")
 
+/*
+ * Per-process quotas (version 2): Q(NAME, value, "text").  Values are
+ * stable; a kill record's quota_kind is one of them.
+ *  HEAP   the mm's private writable memory, mm->data_vm in bytes (what
+ *         RLIMIT_DATA limits: brk extent plus private writable mappings)
+ *  FILES  open file descriptors (bits set in the fd table's open_fds)
+ */
+#define TK_QUOTA_KINDS(Q)		\
+	Q(HEAP, 1, "heap")		\
+	Q(FILES, 2, "files")
+
 struct tk_record {
 #define TK_DECLARE_SCALAR(type, name, doc)		type name;
 #define TK_DECLARE_ARRAY(type, name, count, doc)	type name[count];
@@ -128,6 +148,12 @@ enum tk_event_type {
 #define TK_DECLARE_EVENT(name, value, text)	TK_EVENT_##name = value,
 	TK_EVENT_TYPES(TK_DECLARE_EVENT)
 #undef TK_DECLARE_EVENT
+};
+
+enum tk_quota_kind {
+#define TK_DECLARE_QUOTA(name, value, text)	TK_QUOTA_##name = value,
+	TK_QUOTA_KINDS(TK_DECLARE_QUOTA)
+#undef TK_DECLARE_QUOTA
 };
 
 enum tk_counter_kind {

@@ -55,13 +55,19 @@ static int __init tk_init(void)
 	ret = tk_probes_register();
 	if (ret)
 		goto remove_procfs;
+	ret = tk_quota_register();
+	if (ret)
+		goto unregister_probes;
 	pr_info("loaded: ring_size=%u proc_gid=%d record_version=%d\n",
 		tk_ring_size, tk_proc_gid, TK_RECORD_VERSION);
 	return 0;
 
+unregister_probes:
+	tk_probes_unregister();
 remove_procfs:
 	tk_ring_shutdown();
 	tk_procfs_remove();
+	tk_quota_free();
 	tk_ring_wait_pollers();
 free_ring:
 	tk_ring_free();
@@ -70,9 +76,11 @@ free_ring:
 
 static void __exit tk_exit(void)
 {
+	tk_quota_unregister();
 	tk_probes_unregister();
 	tk_ring_shutdown();
 	tk_procfs_remove();
+	tk_quota_free();
 	tk_ring_wait_pollers();
 	tk_ring_free();
 	pr_info("unloaded\n");

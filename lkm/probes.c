@@ -46,8 +46,8 @@ static void tk_hook_account(enum tk_hook hook, u64 t0)
 	this_cpu_add(tk_hook_times.hook[hook].total_ns, delta);
 }
 
-/* Fill the fields every record has, from @task. */
-static void tk_fill_common(struct tk_record *rec, u32 type,
+/* Fill the fields every record has, from @task (also used by quota.c). */
+void tk_fill_common(struct tk_record *rec, u32 type,
 			   struct task_struct *task)
 {
 	memset(rec, 0, sizeof(*rec));

@@ -515,6 +515,8 @@ int tk_procfs_create(void)
 	}
 	if (!proc_create("control", 0200, tk_proc_dir, &tk_control_ops))
 		goto remove_dir;
+	if (!proc_create("quota", 0600, tk_proc_dir, &tk_quota_ops))
+		goto remove_dir;
 	return 0;
 
 remove_dir:

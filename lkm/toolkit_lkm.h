@@ -8,11 +8,14 @@
  *   ring.c     the bounded record ring, its counters and reader wake-up
  *   procfs.c   /proc/toolkit/{events,processes,meminfo,stats}
  *   control.c  /proc/toolkit/control: parse-all-then-apply commands
+ *   quota.c    per-process heap and open-file quotas: table, hooks, kills
+ *   quota_proc.c  /proc/toolkit/quota (quota.h is what the two share)
  */
 #ifndef TOOLKIT_LKM_H
 #define TOOLKIT_LKM_H
 
 #include <linux/types.h>
+#include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 #include <linux/irq_work.h>
@@ -104,6 +107,7 @@ struct tk_hook_stats {
 	unsigned long missed;
 };
 
+void tk_fill_common(struct tk_record *rec, u32 type, struct task_struct *task);
 int tk_probes_register(void);
 void tk_probes_unregister(void);
 void tk_probes_stats(struct tk_hook_stats out[TK_HOOK_MAX]);
@@ -115,5 +119,11 @@ int tk_procfs_create(void);
 void tk_seq_filter(struct seq_file *m, const char *name, u64 filter);
 void tk_procfs_remove(void);
 extern const struct proc_ops tk_control_ops;
+
+/* quotas (quota.c): hooks registered after, unregistered before probes.c's */
+int tk_quota_register(void);
+void tk_quota_unregister(void);
+void tk_quota_free(void);
+extern const struct proc_ops tk_quota_ops;
 
 #endif /* TOOLKIT_LKM_H */

@@ -32,19 +32,19 @@ def test_stats():
 
 
 def test_stats_synthetic_values():
-    s = lkm.parse_stats("record_version 1\nring_size 16\nring_fill 3\nread_lost 2\n"
+    s = lkm.parse_stats("record_version 2\nring_size 16\nring_fill 3\nread_lost 2\n"
                         "cleared 5\nuid_filter 1000\nppid_filter 42\nevents fork,exit\n"
                         "event fork seen 10 filtered 1 delivered 4 dropped 5\n"
                         "hook do_exit count 7 total_ns 700 missed 2\n")
     assert (s.ring_size, s.ring_fill, s.read_lost) == (16, 3, 2)
     assert s.extra == {"cleared": 5, "uid_filter": 1000, "ppid_filter": 42,
-                       "events": ["fork", "exit"], "record_version": 1}
+                       "events": ["fork", "exit"], "record_version": 2}
     f = s.events["fork"]
     assert (f.seen, f.filtered, f.delivered, f.dropped) == (10, 1, 4, 5)
     assert s.events["exec"].seen == 0
     assert s.dropped == 5 and s.missed == 2 and s.hooks[0].ns_per_call == 100
-    assert lkm.parse_stats("record_version 1\nevents none\n").extra["events"] == []
-    uid0 = lkm.parse_stats("record_version 1\nuid_filter 0\nppid_filter off\n").extra
+    assert lkm.parse_stats("record_version 2\nevents none\n").extra["events"] == []
+    uid0 = lkm.parse_stats("record_version 2\nuid_filter 0\nppid_filter off\n").extra
     assert uid0["uid_filter"] == 0 and uid0["ppid_filter"] is None   # uid 0 is not "off"
 
 
@@ -61,12 +61,16 @@ def test_events_round_trip():
         assert schema.format_line(r) == line
     exits = [r for r in recs if r.event == "exit"]
     assert exits and all(r.flags & schema.FLAGS["HAS_MM"] for r in exits)
-    assert {r.event for r in recs} >= {"fork", "clone", "exec", "exit"}
+    assert {r.event for r in recs} >= {"fork", "clone", "exec", "exit", "kill"}
     assert "a b.sh" in {r.comm for r in recs}          # printed as a\\040b.sh
+    # `toolkit quota run --files 3 -- python3 ...`: one descriptor too many
+    (kill,) = [r for r in recs if r.event == "kill"]
+    assert kill.quota_kind == schema.QUOTA_KINDS["files"] and kill.quota == 3
+    assert kill.quota_value > kill.quota and kill.comm == "python3"
 
 
 def test_events_escaped_comm():
-    line = "1 2 0 0 0 1 3 3 1 0 0 0 0 a\\040b\\134c\\011"
+    line = "1 2 0 0 0 1 3 3 1 0 0 0 0 0 0 0 0 a\\040b\\134c\\011"
     (r,) = lkm.parse_events(line + "\n\n")
     assert r.comm == "a b\\c\t"
     assert schema.format_line(r) == line

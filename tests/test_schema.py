@@ -34,6 +34,8 @@ int main(void)
 	printf("hook_max %d\n", TK_HOOK_MAX);
 #define C(name, index, text) printf("slot %s %d\n", text, TK_CONFIG_##name);
 	TK_CONFIG_SLOTS(C)
+#define Q(name, value, text) printf("quota %s %d %d\n", text, TK_QUOTA_##name, value);
+	TK_QUOTA_KINDS(Q)
 	printf("filter_off %llu\n", (unsigned long long)TK_FILTER_OFF);
 	printf("filter_uid0 %llu\n", (unsigned long long)TK_FILTER_ENCODE(0));
 	printf("passes_off %d\n", TK_FILTER_PASSES(TK_FILTER_OFF, 7));
@@ -56,13 +58,15 @@ def c_layout(tmp_path_factory):
                     str(d / "probe.c")], check=True)
     out = subprocess.run([str(d / "probe")], capture_output=True, text=True, check=True).stdout
     fields, events, flags, info = {}, {}, {}, {}
-    info["kinds"], info["hooks"], info["slots"] = [], [], {}
+    info["kinds"], info["hooks"], info["slots"], info["quotas"] = [], [], {}, {}
     for line in out.splitlines():
         kind, *rest = line.split()
         if kind == "kind":
             info["kinds"].append((rest[0], int(rest[1]), int(rest[2])))
         elif kind == "hook":
             info["hooks"].append((rest[0], rest[1], int(rest[2])))
+        elif kind == "quota":
+            info["quotas"][rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "slot":
             info["slots"][rest[0]] = int(rest[1])
         elif kind == "field":
@@ -135,10 +139,58 @@ def test_filter_encoding_and_slots_match_c(c_layout):
             info["passes_uid0_vs_off"]) == (1, 1, 0, 0)
 
 
+def test_quota_kinds_match_c(c_layout):
+    info = c_layout[0]
+    assert {t: enum for t, (enum, _) in info["quotas"].items()} == schema.QUOTA_KINDS
+    assert all(enum == value for enum, value in info["quotas"].values())
+    assert schema.QUOTA_KINDS == {"heap": 1, "files": 2}
+    assert schema.EventType.KILL == 5 and schema.EVENT_NAMES[5] == "kill"
+
+
+def test_version_2_appends_the_kill_fields_after_every_version_1_field():
+    v1 = schema.fields_of_version(1)
+    assert schema.RECORD_VERSION == 2
+    assert schema.FIELD_NAMES[:len(v1)] == v1          # appended, never reordered
+    assert schema.FIELD_NAMES[len(v1):] == ["quota", "quota_value", "quota_kind", "quota_pad"]
+    assert schema.fields_of_version(2) == schema.FIELD_NAMES
+    with pytest.raises(ValueError):
+        schema.fields_of_version(3)
+
+
+def test_version_1_events_files_read_with_the_appended_fields_as_0(tmp_path):
+    from toolkit.bench import ledger
+    v1 = [n for n in schema.FIELD_NAMES if n in schema.fields_of_version(1)]
+    assert len(v1) < len(schema.FIELD_NAMES)          # version 2 appended fields
+    row = dict(record_version=1, receipt_ns=9, ts_ns=1, start_ns=2, cpu_ns=3, rss_kib=4,
+               hiwater_rss_kib=5, type=4, pid=6, tgid=6, ppid=1, uid=0, cpu=0, flags=1,
+               exit_code=0, comm="x")
+    assert set(row) - {"record_version", "receipt_ns"} == set(v1)
+    f = tmp_path / "events.csv"
+    f.write_text(",".join(row) + "\n" + ",".join(map(str, row.values())) + "\n")
+    ((receipt, rec),) = ledger.records_of(ledger.read_events(f))
+    assert receipt == 9 and rec.pid == 6 and rec.comm == "x"
+    assert (rec.quota, rec.quota_value, rec.quota_kind) == (0, 0, 0)
+    f.write_text(",".join(row) + "\n" + ",".join(map(str, dict(row, record_version=7).values()))
+                 + "\n")
+    with pytest.raises(ValueError, match="record version 7"):
+        ledger.read_events(f)
+
+
+def test_version_1_reference_events_files_still_read():
+    from toolkit.bench import ledger
+    from toolkit.paths import RESULTS_DIR
+    files = sorted((RESULTS_DIR / "reference").glob("*/events-lkm.csv"))
+    assert files
+    for path in files:
+        df = ledger.read_events(path)
+        assert len(df) and set(df["record_version"]) == {1} and (df["quota_kind"] == 0).all()
+
+
 def _rec(**kw):
     base = dict(ts_ns=10**12, start_ns=5, cpu_ns=7, rss_kib=1024, hiwater_rss_kib=2048,
                 type=int(schema.EventType.EXIT), pid=42, tgid=42, ppid=1, uid=1000, cpu=1,
-                flags=1, exit_code=9, comm="worker")
+                flags=1, exit_code=9, comm="worker", quota=0, quota_value=0, quota_kind=0,
+                quota_pad=0)
     base.update(kw)
     return schema.Record(**base)
 

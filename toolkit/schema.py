@@ -62,11 +62,13 @@ def _parse(text: str):
     slots = [(n, int(i), t) for n, i, t in re.findall(
         r'C\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_CONFIG_SLOTS\(C\)"))]
     filter_off = int(_define(text, "TK_FILTER_OFF").rstrip("ULul"), 0)
-    return version, comm_len, types, fields, flags, kinds, hooks, slots, filter_off
+    quotas = [(n, int(v), t) for n, v, t in re.findall(
+        r'Q\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_QUOTA_KINDS\(Q\)"))]
+    return version, comm_len, types, fields, flags, kinds, hooks, slots, filter_off, quotas
 
 
 (RECORD_VERSION, COMM_LEN, _TYPES, _FIELDS, FLAGS, _KINDS, _HOOKS, _SLOTS,
- FILTER_OFF) = _parse(_read_header())
+ FILTER_OFF, _QUOTAS) = _parse(_read_header())
 
 EventType = enum.IntEnum("EventType", {n: v for n, v, _ in _TYPES})
 EventType.__doc__ = "Event types of TK_EVENT_TYPES in include/toolkit_record.h."
@@ -94,6 +96,11 @@ HOOK_SYMBOLS = {n: sym for n, sym, _ in HOOKS}      # "fork" -> "wake_up_new_tas
 CONFIG_SLOTS = {t: i for _, i, t in _SLOTS}          # "uid" -> 0, "ppid" -> 1
 
 
+# Quota kinds (TK_QUOTA_KINDS): "heap" -> 1, "files" -> 2; a kill record's quota_kind.
+QUOTA_KINDS = {t: v for _, v, t in _QUOTAS}
+QUOTA_NAMES = {v: t for _, v, t in _QUOTAS}
+
+
 def filter_encode(ident: int | None) -> int:
     """How a uid or parent-tgid filter is stored in the kernel (None: off)."""
     return FILTER_OFF if ident is None else int(ident) + 1
@@ -103,14 +110,32 @@ FIELD_NAMES = [name for name, _, _ in _FIELDS]
 SCALAR_FIELDS = [name for name, _, count in _FIELDS if count is None]
 FIELD_CTYPES = {name: (ctype, count) for name, ctype, count in _FIELDS}
 
+
+def fields_of_version(version: int) -> list[str]:
+    """The record's field names as version `version` of the header had them."""
+    if not OLDEST_READABLE_VERSION <= version <= RECORD_VERSION:
+        raise ValueError(f"record version {version} is not one this toolkit reads "
+                         f"({OLDEST_READABLE_VERSION}..{RECORD_VERSION})")
+    later = {n for v, names in FIELDS_SINCE.items() if v > version for n in names}
+    return [n for n in FIELD_NAMES if n not in later]
+
 STRUCT_FORMAT = "=" + "".join(
     (f"{count}s" if count else _CTYPES[ctype]) for _, ctype, count in _FIELDS)
 RECORD_SIZE = struct.calcsize(STRUCT_FORMAT)
 _STRUCT = struct.Struct(STRUCT_FORMAT)
 
+# Fields appended by record version 2 (the kill event's); a version-1 record (a
+# results file written before them) reads them as 0, and so does a Record built
+# without them. The header's rule is that fields are only ever appended, so older
+# versions are prefixes of FIELD_NAMES.
+FIELDS_SINCE = {2: ("quota", "quota_value", "quota_kind", "quota_pad")}
+OLDEST_READABLE_VERSION = 1
+_APPENDED = {n for names in FIELDS_SINCE.values() for n in names}
+
 Record = dataclasses.make_dataclass(
     "Record",
-    [(name, str if count else int) for name, _, count in _FIELDS],
+    [(name, str if count else int, dataclasses.field(default=0)) if name in _APPENDED
+     else (name, str if count else int) for name, _, count in _FIELDS],
     frozen=True, slots=True,
     namespace={"__doc__": "One lifecycle event; fields as in struct tk_record.",
                "event": property(lambda self: EVENT_NAMES.get(self.type, str(self.type))),
@@ -168,8 +193,8 @@ def parse_line(line: str) -> "Record":
     parts = line.rstrip("\n").split(" ", len(SCALAR_FIELDS))
     if len(parts) != len(FIELD_NAMES):
         raise ValueError(f"expected {len(FIELD_NAMES)} fields, got {len(parts)}: {line!r}")
-    values = [int(p) for p in parts[:-1]] + [unescape(parts[-1])]
-    return Record(*values)
+    values = dict(zip(SCALAR_FIELDS, (int(p) for p in parts[:-1])))
+    return Record(**values, comm=unescape(parts[-1]))
 
 
 def format_line(rec: "Record") -> str:

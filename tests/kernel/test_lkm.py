@@ -100,7 +100,7 @@ def test_load_unload_reload_and_permissions():
     assert lkm.read_stats().ring_size == 32
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in lkm.PROC_DIR.iterdir()}
     assert modes == {"events": 0o400, "processes": 0o400, "meminfo": 0o400, "stats": 0o400,
-                     "control": 0o200}
+                     "control": 0o200, "quota": 0o600}
     assert stat.S_IMODE(lkm.PROC_DIR.stat().st_mode) == 0o500
     lkm.unload()
     lkm.load()
@@ -129,10 +129,11 @@ def test_proc_gid_lets_a_group_read():
         st = (lkm.PROC_DIR / "stats").stat()
         assert stat.S_IMODE(st.st_mode) == 0o440 and st.st_gid == UID
         cp = run_as(UID, ["cat", str(lkm.PROC_DIR / "stats")])
-        assert cp.returncode == 0 and "record_version 1" in cp.stdout
+        assert cp.returncode == 0 and f"record_version {schema.RECORD_VERSION}" in cp.stdout
         assert run_as(UID + 1, ["cat", str(lkm.PROC_DIR / "stats")]).returncode != 0
-        # control stays root-only
+        # control and quota stay root-only
         assert stat.S_IMODE((lkm.PROC_DIR / "control").stat().st_mode) == 0o200
+        assert stat.S_IMODE((lkm.PROC_DIR / "quota").stat().st_mode) == 0o600
         assert run_as(UID, ["sh", "-c", f"echo reset > {lkm.PROC_DIR}/control"]).returncode
     finally:
         lkm.unload()
@@ -179,7 +180,7 @@ def test_control_rejects_garbage_and_applies_all_or_nothing(loaded):
     write_control(b"uid 7\nevents exec,clone\n")
     assert settings() == (7, ["clone", "exec"])
     write_control(b"  events all  \n\nuid off\nreset\nclear")
-    assert settings() == (None, ["fork", "clone", "exec", "exit"])
+    assert settings() == (None, ["fork", "clone", "exec", "exit", "kill"])
     write_control(b"events none")
     assert settings() == (None, [])
     write_control(b"uid 0")     # root's uid is a filter, not "off"

@@ -202,16 +202,20 @@ def assert_exact_accounting(stats, ledger: dict, records: list) -> Counter:
     return generated
 
 
-def helper(tmpdir: str | os.PathLike | None = None) -> Path:
-    """Compile tests/kernel/tk_helper.c (once per content) and return the binary."""
+def helper(tmpdir: str | os.PathLike | None = None, source: Path = HELPER_SRC) -> Path:
+    """Compile tests/kernel/tk_helper.c, or another helper `source` beside it, (once per
+    content) and return the binary."""
     import hashlib
-    src = HELPER_SRC.read_bytes()
+    import re
+    src = source.read_bytes()
+    for inc in re.findall(rb'#include "([^"]+)"', src):    # a changed header rebuilds
+        src += (source.parent / inc.decode()).read_bytes()
     out_dir = Path(tmpdir or "/tmp/toolkit-tests")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_dir.chmod(0o755)
-    exe = out_dir / f"tk_helper-{hashlib.sha256(src).hexdigest()[:12]}"
+    exe = out_dir / f"{source.stem}-{hashlib.sha256(src).hexdigest()[:12]}"
     if not exe.exists():
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe) + ".tmp", str(HELPER_SRC)],
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe) + ".tmp", str(source)],
                        check=True)
         os.replace(str(exe) + ".tmp", exe)
     exe.chmod(0o755)

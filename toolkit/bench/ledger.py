@@ -83,13 +83,16 @@ def events_frame(events) -> pd.DataFrame:
 
 
 def read_events(path: Path | str) -> pd.DataFrame:
-    """An events file (the record's fields, receipt_ns, and the bench's columns)."""
+    """An events file (the record's fields, receipt_ns, and the bench's columns). A file
+    of an older record version (written before fields were appended) reads the appended
+    fields as 0; a version this toolkit does not know is a ValueError."""
     df = pd.read_csv(path, dtype={"comm": "str"}, keep_default_na=False)
     if "record_version" in df and len(df):
-        versions = set(df["record_version"].astype(int))
-        if versions != {schema.RECORD_VERSION}:
-            raise ValueError(f"events file has record_version {sorted(versions)}; this "
-                             f"toolkit reads version {schema.RECORD_VERSION}")
+        for version in sorted(set(df["record_version"].astype(int))):
+            schema.fields_of_version(version)       # raises for an unknown version
+    for name in schema.FIELD_NAMES:
+        if name not in df:
+            df[name] = "" if name == "comm" else 0
     return df.astype(_EVENT_DTYPES)
 
 

@@ -163,3 +163,35 @@ def report(runs, markdown):
         where = f"report.md not rewritten ({e.strerror})"
     _show(s, d)
     click.echo(where)
+
+
+@bench.command("quota")
+@click.option("--mechanism", "mechanisms", default="lkm,ebpf,rlimit,cgroup", show_default=True,
+              help="Comma list of lkm, ebpf, rlimit (RLIMIT_DATA / RLIMIT_NOFILE), cgroup "
+                   "(v2 memory.max, heap only; left out where the kernel lacks it).")
+@click.option("--trials", type=click.IntRange(1), default=5, show_default=True,
+              help="Trials per mechanism and scenario (heap-brk, heap-mmap, files).")
+@click.option("--rounds", type=click.IntRange(2), default=10, show_default=True,
+              help="Interleaved tracked/untracked rounds of the cost measurement.")
+@click.option("--calls", type=click.IntRange(1), default=2000, show_default=True,
+              help="Calls of each kind per cost round.")
+@click.option("--out", default=None, help="Run directory (default results/quota-<time>).")
+@click.option("--lab", is_flag=True, help="Run inside the lab VM.")
+def quota_bench(mechanisms, trials, rounds, calls, out, lab):
+    """Quota enforcement (overshoot, time to death, cost per call): the module, eBPF and
+    the kernel's own limits, on bench/quotaload.c."""
+    from pathlib import Path
+
+    from tabulate import tabulate
+
+    from ..bench import quota as bq
+    mechs = parse_list(mechanisms, "--mechanism", allowed=bq.MECHANISMS)
+    if lab:
+        rerun_in_lab()
+    run_dir, summary = bq.run(mechs, trials, rounds, calls, Path(out) if out else None,
+                              progress=lambda m: click.echo(f"bench quota: {m}", err=True))
+    enf, enf_h, cost, cost_h = bq.tables(summary)
+    click.echo(tabulate(enf, enf_h))
+    click.echo()
+    click.echo(tabulate(cost, cost_h))
+    click.echo(f"\nrun directory: {run_dir}")

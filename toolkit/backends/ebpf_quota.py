@@ -1,0 +1,109 @@
+"""Quotas enforced by BPF programs (ebpf/quota.c): the eBPF twin of lkm/quota.c.
+
+``EbpfQuotas`` compiles and attaches the programs; the quotas live in the tk_quotas
+hash map and hold while this object keeps the programs attached (``close`` detaches
+them and every quota goes). Kill records (struct tk_record, type kill) come from the
+tk_kills ring buffer: ``kills()`` polls it.
+
+An entry is written with start_ns 0 for a process the caller holds unreaped (its own
+child, so the pid cannot be reused meanwhile); the first hook that sees the process
+binds it to the kernel's start time (see ebpf/quota.c).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+
+from .. import schema
+from ..paths import EBPF_DIR, INCLUDE_DIR
+from . import base
+from .ebpf import capture_stderr, log_tail
+
+SOURCE = EBPF_DIR / "quota.c"
+FD_LIMIT = 128 * 64          # TK_FD_WORDS * 64: descriptors the program can count
+HEAP_SYSCALLS = ("brk", "mmap", "munmap", "mremap", "mprotect", "execve", "execveat")
+FILES_SYSCALLS = ("dup2", "dup3")
+
+
+class _Quota(ct.Structure):
+    _fields_ = [("start_ns", ct.c_uint64), ("heap_quota", ct.c_uint64),
+                ("files_quota", ct.c_uint64), ("killed", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+class EbpfQuotas:
+    def __init__(self):
+        if os.geteuid() != 0:
+            raise base.BackendError("ebpf quotas: loading BPF programs needs root",
+                                    base.LAB_HINT)
+        try:
+            from bcc import BPF
+        except Exception as e:
+            raise base.BackendError(f"ebpf quotas: cannot import bcc ({e})",
+                                    base.LAB_HINT) from None
+        with capture_stderr() as err:
+            try:
+                self.bpf = BPF(src_file=str(SOURCE).encode(),
+                               cflags=[f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"])
+                self.bpf.attach_kprobe(event=b"fd_install", fn_name=b"tk_fd_install")
+                self.bpf.attach_kprobe(event=b"do_exit", fn_name=b"tk_quota_exit")
+                for name in HEAP_SYSCALLS:
+                    self.bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(),
+                                              fn_name=b"tk_heap_ret")
+                for name in FILES_SYSCALLS:
+                    self.bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(),
+                                              fn_name=b"tk_files_ret")
+            except Exception as e:
+                failure = e
+            else:
+                failure = None
+        if failure is not None:
+            raise base.BackendError(f"ebpf quotas: cannot load {SOURCE.name} ({failure})\n"
+                                    f"{log_tail(err[0])}", base.LAB_HINT)
+        self._kills: list = []
+
+        def on_kill(ctx, data, size):
+            self._kills.append(schema.unpack(ct.string_at(data, size)))
+            return 0
+        self.bpf[b"tk_kills"].open_ring_buffer(on_kill)
+        self.table = self.bpf[b"tk_quotas"]
+
+    def set(self, pid: int, heap: int | None = None, files: int | None = None) -> None:
+        """Quotas for pid (a child the caller has not reaped); keys not given keep theirs."""
+        if files and files >= FD_LIMIT:
+            raise base.BackendError(f"ebpf quotas count up to {FD_LIMIT - 1} descriptors; "
+                                    f"a file quota of {files} is past that",
+                                    hint="use --backend lkm")
+        key = ct.c_uint32(pid)
+        try:
+            q = self.table[key]
+        except KeyError:
+            q = _Quota()
+        if heap:
+            q.heap_quota = heap
+        if files:
+            q.files_quota = files
+        self.table[key] = q
+
+    def clear(self, pid: int) -> None:
+        with contextlib.suppress(KeyError):
+            del self.table[ct.c_uint32(pid)]
+
+    def entries(self) -> dict[int, dict]:
+        return {k.value: {"start_ns": v.start_ns, "heap_quota": v.heap_quota,
+                          "files_quota": v.files_quota, "killed": v.killed}
+                for k, v in self.table.items()}
+
+    def counts(self) -> dict[str, int]:
+        c = self.bpf[b"tk_quota_counts"]
+        return {"kills": c[ct.c_int(0)].value, "dropped": c[ct.c_int(1)].value,
+                "signal_retries": c[ct.c_int(2)].value}
+
+    def kills(self, timeout_ms: int = 0) -> list:
+        """Kill records that arrived since the last call."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        out, self._kills = self._kills, []
+        return out
+
+    def close(self) -> None:
+        self.bpf.cleanup()
