@@ -94,6 +94,14 @@ class Backend(abc.ABC):
     """start() -> records()/read() ... -> stats() -> stop(); also a context manager."""
 
     name: ClassVar[str]
+    # Record fields this backend fills with data; None: all of them. A field left out
+    # is unavailable (0 in the record, "-" in the report, never a zero that looks
+    # like data).
+    provides: ClassVar[frozenset[str] | None] = None
+    # Where ts_ns comes from: "kernel" (the event's own time) or "receipt" (the
+    # interface carries no event time: ts_ns is when the backend received the record,
+    # so it may come after the parent reaped the child).
+    event_time: ClassVar[str] = "kernel"
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -161,7 +169,15 @@ REGISTRY = {
     "lkm": "toolkit.backends.lkm:LkmBackend",
     "ebpf": "toolkit.backends.ebpf:EbpfBackend",
     "ps": "toolkit.backends.ps:PsBackend",
+    "cnproc": "toolkit.backends.cnproc:CnprocBackend",
+    "taskstats": "toolkit.backends.taskstats:TaskstatsBackend",
+    "acct": "toolkit.backends.acct:AcctBackend",
 }
+# The kernel's own process-event interfaces: no module, no BPF, no headers.
+NATIVE_INTERFACE_BACKENDS = ("cnproc", "taskstats", "acct")
+# Drops whose event type cannot be known (a proc connector sequence gap): counted under
+# this key of Stats.events beside the typed ones, and added to the bench's drops.
+UNTYPED = "untyped"
 KERNEL_BACKENDS = ("lkm", "ebpf")
 
 
@@ -181,8 +197,21 @@ def get_backend(name: str, **options) -> Backend:
         raise BackendError(f"{name} backend: {e}") from None
 
 
-def event_counters() -> dict[str, EventCounters]:
-    return {name: EventCounters() for name in schema.EVENT_BY_NAME}
+def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
+    out = {name: EventCounters() for name in schema.EVENT_BY_NAME}
+    if untyped:
+        out[UNTYPED] = EventCounters()
+    return out
+
+
+def provided_fields(name: str) -> list[str]:
+    """The record fields the registered backend `name` fills (all, if it does not say)."""
+    module, cls = REGISTRY[name].split(":")
+    try:
+        p = getattr(importlib.import_module(module), cls).provides
+    except ImportError:
+        p = None
+    return list(schema.FIELD_NAMES) if p is None else [f for f in schema.FIELD_NAMES if f in p]
 
 
 # ---------------------------------------------------------------- the user-space view
