@@ -99,6 +99,7 @@ class AcctBackend(Backend):
     provides = frozenset({"ts_ns", "cpu_ns", "type", "pid", "tgid", "ppid", "uid",
                           "exit_code", "comm"})
     event_time = "receipt"
+    event_types = frozenset({"exit"})
 
     def __init__(self, uid: int | None = None, directory: str | None = None, **options):
         super().__init__(uid=uid, **options)

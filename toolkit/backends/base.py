@@ -102,6 +102,8 @@ class Backend(abc.ABC):
     # interface carries no event time: ts_ns is when the backend received the record,
     # so it may come after the parent reaped the child).
     event_time: ClassVar[str] = "kernel"
+    # Event types (schema names) the interface reports at all; None: all of them.
+    event_types: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -178,7 +180,7 @@ NATIVE_INTERFACE_BACKENDS = ("cnproc", "taskstats", "acct")
 # Drops whose event type cannot be known (a proc connector sequence gap): counted under
 # this key of Stats.events beside the typed ones, and added to the bench's drops.
 UNTYPED = "untyped"
-KERNEL_BACKENDS = ("lkm", "ebpf")
+KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct")   # doctor decides
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -202,6 +204,11 @@ def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
     if untyped:
         out[UNTYPED] = EventCounters()
     return out
+
+
+def backend_class(name: str):
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def provided_fields(name: str) -> list[str]:

@@ -119,6 +119,7 @@ class TaskstatsBackend(Backend):
     provides = frozenset({"ts_ns", "cpu_ns", "hiwater_rss_kib", "type", "pid", "tgid",
                           "ppid", "uid", "exit_code", "comm"})
     event_time = "receipt"
+    event_types = frozenset({"exit"})
 
     def __init__(self, uid: int | None = None, rcvbuf: int | None = None, **options):
         super().__init__(uid=uid, **options)

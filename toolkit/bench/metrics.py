@@ -87,9 +87,20 @@ def _r(x, nd=3):
     return None if x is None else round(x, nd)
 
 
+UNTYPED = "untyped"     # drops of unknown event type (base.UNTYPED)
+
+
 def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = None,
-                    forks_per_s: list[float] | None = None) -> dict:
-    """Aggregate the captures of one backend (all its rounds) into its summary entry."""
+                    forks_per_s: list[float] | None = None,
+                    provides: list[str] | None = None, receipt_timed: bool = False,
+                    event_types: list[str] | None = None) -> dict:
+    """Aggregate the captures of one backend (all its rounds) into its summary entry.
+    provides: the record fields the backend fills (None: all); a comparison that needs
+    a field it lacks is None ("-"), not a zero."""
+    has = (lambda f: True) if provides is None else (lambda f: f in provides)
+    # event types the interface reports at all (taskstats and acct: exits only); the
+    # others are unavailable: no capture, no misses
+    sees = [t for t in TYPES if event_types is None or t in event_types]
     truth = dict.fromkeys(TYPES, 0)
     captured = dict.fromkeys(TYPES, 0)
     dups = dict.fromkeys(TYPES, 0)
@@ -106,7 +117,9 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
             unmatched[t] += rc.unmatched[t]
             for idx, (receipt, rec) in rc.matched[t].items():
                 row = rows[idx]
-                if poll:   # ps times are poll times: measure from the ledger's event time
+                if poll or (receipt_timed and t == "exit"):
+                    # ps times are poll times, taskstats/acct exit times are receipt
+                    # times: measure from the ledger's event time
                     ref = row.exit_ns if t == "exit" else row.forked_ns
                 else:
                     ref = rec.ts_ns
@@ -114,23 +127,26 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
                     lat.append((receipt - ref) / 1e6)
         for idx, (_, rec) in rc.matched["exit"].items():
             row = rows[idx]
-            if row.exit_ns and row.rss_kib:
+            if row.exit_ns and row.rss_kib and has("rss_kib"):
                 rss_err.append(_rel_err_pct(rec.rss_kib, row.rss_kib))
-            if row.exit_ns and row.hwm_kib and not poll:
+            if row.exit_ns and row.hwm_kib and not poll and has("hiwater_rss_kib"):
                 peak_err.append(_rel_err_pct(rec.hiwater_rss_kib, row.hwm_kib))
-            if not poll:
+            if not poll and has("exit_code"):
                 codes_n += 1
                 codes_ok += int(rec.exit_code == row.exit_status)
     stats = [c.stats for c in caps if c.stats]
     drops = _counter_by_type(stats, "dropped")
-    missed = {t: truth[t] - captured[t] for t in TYPES}
-    dropped = sum(drops.get(t, 0) for t in TYPES)
-    never_seen = sum(max(0, missed[t] - drops.get(t, 0)) for t in TYPES)
+    missed = {t: truth[t] - captured[t] for t in sees}
+    untyped = drops.get(UNTYPED, 0)   # lost messages of unknown type (cnproc seq gaps)
+    dropped = sum(drops.get(t, 0) for t in TYPES) + untyped
+    never_seen = max(0, sum(max(0, missed[t] - drops.get(t, 0)) for t in sees) - untyped)
     # What the hooks saw beyond the ledger (the storm process itself, the harness, the
     # rest of the machine; with --scope children these end up filtered, not dropped):
     # drops beyond the ledger's misses can only be such events.
     seen = _counter_by_type(stats, "seen")
-    seen_other = {t: seen.get(t, 0) - truth[t] for t in TYPES} if stats else {}
+    seen_other = {t: seen.get(t, 0) - truth[t] for t in sees} if stats else {}
+    if stats and untyped:
+        seen_other[UNTYPED] = seen.get(UNTYPED, 0)
     hook_count = sum(h.get("count", 0) for s in stats for h in s.get("hooks", []))
     hook_ns = sum(h.get("total_ns", 0) for s in stats for h in s.get("hooks", []))
     records = sum(c.records for c in caps)
@@ -138,18 +154,24 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     ci = bootstrap_median_ci(slowdowns_pct or [])
     out = {
         "truth": truth,
-        "capture": {t: (_r(captured[t] / truth[t], 4) if truth[t] else None) for t in TYPES},
+        "capture": {t: (_r(captured[t] / truth[t], 4) if truth[t] and t in sees else None)
+                    for t in TYPES},
         "captured": captured,
         "missed": missed,
         "dropped": dropped,
         "dropped_by_type": drops,
+        "dropped_untyped": untyped,
+        "fields": provides,
         "never_seen": never_seen,
         "misses_equal_drops": sum(missed.values()) == dropped,
         "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
         "filtered_by_type": ({t: v for t, v in _counter_by_type(stats, "filtered").items()
                               if t in TYPES} if stats else {}),
         "seen_other": seen_other,
-        "dropped_other": {t: drops.get(t, 0) - missed[t] for t in TYPES} if stats else {},
+        "dropped_other": ({t: drops.get(t, 0) - missed.get(t, 0) for t in sees}
+                          | ({UNTYPED: untyped - sum(max(0, missed[t] - drops.get(t, 0))
+                                                     for t in sees)} if untyped else {})
+                          if stats else {}),
         "duplicates": dups,
         "unmatched": unmatched,
         "exit_code_agreement": _r(codes_ok / codes_n, 4) if codes_n else None,
@@ -160,7 +182,9 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
                                "n": len(peak_err)},
         "latency_ms": {"p50": _r(percentile(lat, 50)), "p99": _r(percentile(lat, 99)),
                        "from": "ledger event time to receipt (poll times are not event "
-                               "times)" if poll else "record ts_ns to receipt",
+                               "times)" if poll else "ledger exit time to receipt (the "
+                               "records carry no event time)" if receipt_timed else
+                               "record ts_ns to receipt",
                        "n": len(lat)},
         "overhead_pct": {"median": _r(median(slowdowns_pct or []), 2),
                          "ci95_low": _r(ci[0], 2), "ci95_high": _r(ci[1], 2),

@@ -68,8 +68,7 @@ def _window(row: LedgerRow, etype: int, poll: bool, late_ns: int, tol: int):
         hi = row.forked_ns + tol
     elif etype == EXIT:
         lo = (row.exit_ns or row.fork_ns) - tol
-        if poll:
-            hi += late_ns
+        hi += late_ns   # poll, or a receipt-timed exit (late_ns 0 for kernel-timed)
     return lo, hi
 
 
@@ -95,14 +94,17 @@ def match_record(rec, cands: list[LedgerRow], poll: bool, late_ns: int = 0,
 
 def reconcile(rows: list[LedgerRow], events: list[tuple[int, object]], *, poll: bool = False,
               period_s: float = 1.0, storm_pid: int | None = None,
-              exclude_pids=(), tol_ns: int = TOL_NS) -> Reconciliation:
-    """Match (receipt_ns, Record) pairs against one storm's ledger rows."""
+              exclude_pids=(), tol_ns: int = TOL_NS,
+              receipt_late_ns: int = 0) -> Reconciliation:
+    """Match (receipt_ns, Record) pairs against one storm's ledger rows.
+    receipt_late_ns: for a backend whose exit records carry the time they were received,
+    not the event's (taskstats, acct), how long after the reap an exit may arrive."""
     by_pid: dict[int, list[LedgerRow]] = collections.defaultdict(list)
     for r in rows:
         if r.pid > 0:
             by_pid[r.pid].append(r)
     exec_truth = {r.idx for r in rows if r.exec_ok}
-    late_ns = int((2 * period_s + 1.0) * 1e9) if poll else 0
+    late_ns = int((2 * period_s + 1.0) * 1e9) if poll else receipt_late_ns
     exclude = set(exclude_pids)
     matched = {t: {} for t in TYPES}
     dups = dict.fromkeys(TYPES, 0)
