@@ -19,7 +19,6 @@ NLMSG_HDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid  (struct nl
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_HDR = struct.Struct("=HH")           # len, type  (struct nlattr)
 NLA_TYPE_MASK = 0x3FFF                   # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
-RCVBUF = 4 << 20                         # bytes asked for; the kernel doubles and caps it
 
 
 def align4(n: int) -> int:
@@ -70,13 +69,16 @@ def check_error(payload: bytes) -> int:
 class NetlinkSocket:
     """One non-blocking netlink socket with a large receive buffer."""
 
-    def __init__(self, protocol: int, groups: int = 0, rcvbuf: int = RCVBUF):
+    def __init__(self, protocol: int, groups: int = 0, rcvbuf: int | None = None):
+        """rcvbuf: bytes to ask for (the kernel doubles it); None keeps the system's
+        default (net.core.rmem_default), what a consumer that does not ask gets."""
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol)
         try:
-            try:   # root may exceed net.core.rmem_max; fall back to the capped option
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)   # SO_RCVBUFFORCE
-            except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if rcvbuf:   # root may exceed net.core.rmem_max; else the capped option
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)   # SO_RCVBUFFORCE
+                except OSError:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self.sock.bind((0, groups))
             self.sock.setblocking(False)
         except OSError:
@@ -96,10 +98,15 @@ class NetlinkSocket:
     def recv_batch(self, timeout: float, limit: int = 4096) -> list[bytes]:
         """Wait up to timeout for datagrams; return what is queued (at most `limit`).
         ENOBUFS (the kernel could not queue some message for us) is counted, not raised."""
-        out: list[bytes] = []
         r, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
-        if not r:
-            return out
+        return self.recv_ready(limit) if r else []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_ready(self, limit: int = 4096) -> list[bytes]:
+        """The datagrams queued now (at most `limit`), without waiting; ENOBUFS counted."""
+        out: list[bytes] = []
         while len(out) < limit:
             try:
                 out.append(self.sock.recv(65536))

@@ -75,7 +75,7 @@ def fmt_interval(s: float) -> str:
 
 def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list[float],
                ring_size: int | None = None, buffer_pages: int | None = None,
-               transport: str | None = None) -> list[BackendSpec]:
+               transport: str | None = None, rcvbuf: int | None = None) -> list[BackendSpec]:
     specs = []
     for b in backends:
         if b == "lkm":
@@ -87,7 +87,8 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
                 label = "ebpf" if probe in (None, "kprobe") else f"ebpf:{probe}"
                 specs.append(BackendSpec(label, "ebpf", opts))
         elif b in NATIVE_INTERFACE_BACKENDS:
-            specs.append(BackendSpec(b, b, {}))
+            opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
+            specs.append(BackendSpec(b, b, opts))
         elif b == "ps":
             for iv in ps_intervals:
                 specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
@@ -110,6 +111,7 @@ class StormRun:
     scan_s: float = 0.0              # ps: listing-to-read lag (wall - startup)
     wall_s: float = 0.0              # ps: wall time of one ps run
     rate: float = 0.0                # forks/s asked of the storm (0: as fast as it can)
+    throttled: dict | None = None    # --collector-cpu: the cgroup's cpu.stat deltas
 
 
 def _log(msg: str) -> None:
@@ -200,7 +202,7 @@ class Harness:
                 # the storm is already forked: only the reader (this process, and the ps
                 # it runs) is confined
                 self.limit.confine()
-                confined = True
+                confined = self.limit.throttled()
             t_start = time.monotonic()
             cpu0 = _cpu_self()
             proc.stdin.write("go\n")
@@ -231,8 +233,10 @@ class Harness:
                     if spans:
                         wall_s = max(wall_s, metrics.median(spans))
         finally:
-            if confined:
+            if confined is not False:
                 self.limit.release()
+                after = self.limit.throttled()
+                confined = {k: v - confined.get(k, 0) for k, v in after.items()}
             if b is not None:
                 if scoped:
                     try:
@@ -249,7 +253,8 @@ class Harness:
         summary = parse_summary(out)
         rows = read_ledger(ledger)
         return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period,
-                        max(0.0, wall_s - start_s), wall_s, rate)
+                        max(0.0, wall_s - start_s), wall_s, rate,
+                        confined if isinstance(confined, dict) else None)
 
     @staticmethod
     def _time_ps(n: int = 3) -> tuple[float, float]:
@@ -325,6 +330,9 @@ class Harness:
             msg += f", {len(r.events)} records"
             if r.stats and r.stats.get("dropped"):
                 msg += f", {r.stats['dropped']} dropped"
+            if r.throttled:
+                msg += (f", reader throttled {r.throttled.get('nr_throttled', 0)}x "
+                        f"({r.throttled.get('throttled_time', 0) / 1e9:.1f} s)")
         return msg
 
     def _reconcile(self, r: StormRun, spec: BackendSpec):
@@ -419,7 +427,7 @@ class Harness:
             e.update(records=len(r.events), cpu_s=round(r.cpu_s, 4),
                      captured={t: rc.captured(t) for t in TYPES}, truth=rc.truth,
                      dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
-                     scan_s=r.scan_s if r.wall_s else None,
+                     scan_s=r.scan_s if r.wall_s else None, throttled=r.throttled,
                      ps_wall_s=r.wall_s if r.wall_s else None)
         return e
 

@@ -56,6 +56,10 @@ def bench():
               help="lkm ring size in records (small: provoke and count drops).")
 @click.option("--buffer-pages", type=click.IntRange(1), default=None,
               help="ebpf ring/perf buffer pages, a power of two (small: provoke drops).")
+@click.option("--rcvbuf", type=click.IntRange(1), default=None,
+              help="cnproc and taskstats socket receive buffer in bytes (the kernel doubles "
+                   "it; default: the system's net.core.rmem_default, what a consumer that "
+                   "does not ask gets).")
 @click.option("--transport", type=click.Choice(["auto", "ringbuf", "perf"]), default=None,
               help="ebpf transport (default auto).")
 @click.option("--read-interval", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -75,7 +79,7 @@ def bench():
                    "requested backend can run here, else in the lab (said on stderr).")
 def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurrency, lifetime,
               exec_all, exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages,
-              transport, read_interval, scope, out, where):
+              rcvbuf, transport, read_interval, scope, out, where):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -120,13 +124,13 @@ def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurre
               "concurrency": concurrency, "lifetime_ms": lifetimes,
               "exec_every": 1 if exec_all else exec_every, "threads": threads,
               "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
-              "buffer_pages": buffer_pages, "transport": transport,
+              "buffer_pages": buffer_pages, "rcvbuf": rcvbuf, "transport": transport,
               "read_interval": read_interval, "scope": scope, "argv": sys.argv[1:]}
     storm = StormParams(count=count, rate=rates[0], concurrency=concurrency,
                         exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
     out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
     specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
-                         buffer_pages=buffer_pages, transport=transport)
+                         buffer_pages=buffer_pages, transport=transport, rcvbuf=rcvbuf)
     h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
                   read_interval=read_interval, scope=scope, rates=rates,
                   collector_cpu=collector_cpu)
