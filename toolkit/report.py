@@ -235,14 +235,18 @@ def plot_rates(s: dict, path: Path) -> bool:
         ax2.plot(xs, drop, linestyle="--", marker="x", color=line.get_color(),
                  label=f"{lb} counted drops")
     cc = s.get("collector_cpu")
+    from matplotlib.ticker import NullFormatter
     for a in (ax, ax2):
         a.set_xscale("log")
+        a.set_xticks(xs, [f"{x:.0f}" for x in xs])
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("storm forks/s (achieved, median)")
         a.grid(True, alpha=0.3)
     ax.set_ylabel("captured (%, worst of fork/exec/exit)")
     ax.set_ylim(-3, 103)
-    ax2.set_ylabel("events")
+    ax2.set_ylabel("events (misses solid, counted drops dashed)")
     ax2.set_yscale("symlog", linthresh=10)
+    ax2.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax2.legend(fontsize=7, ncol=2)
     fig.suptitle(f"capture vs rate ({s['environment']['kernel_release']}"
