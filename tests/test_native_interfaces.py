@@ -282,3 +282,31 @@ def test_doctor_says_the_interfaces_run_natively_here():
     assert r.exit_code == 0, r.output
     for b in ("cnproc", "taskstats", "acct"):
         assert f"{b:9} NATIVE" in r.output
+
+
+@needs_root
+def test_bench_natively_with_the_interfaces(tmp_path, monkeypatch):
+    """A small native bench: a rate sweep under a confined reader, no lab."""
+    monkeypatch.setenv("TOOLKIT_BUILD_DIR", str(tmp_path / "build"))
+    r = CliRunner().invoke(main, ["bench", "forkstorm", "--backend", "cnproc,taskstats,acct",
+                                  "--count", "40", "--repeat", "1", "--rate", "200,400",
+                                  "--collector-cpu", "50", "--out", str(tmp_path / "run")])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 0, r.output
+    assert "lab:" not in r.output and "misses it told you about" in r.output
+    d = tmp_path / "run"
+    assert (d / "capture-vs-rate.png").exists()
+    import json
+    s = json.loads((d / "summary.json").read_text())
+    assert [e["rate"] for e in s["rate_sweep"]] == [200, 400]
+    assert "cgroup" in s["collector_cpu"]
+    b = s["backends"]
+    assert b["cnproc"]["capture"] == {"fork": 1.0, "exec": 1.0, "exit": 1.0}
+    for name in ("taskstats", "acct"):
+        assert b[name]["capture"] == {"fork": None, "exec": None, "exit": 1.0}
+        assert b[name]["exit_code_agreement"] == 1.0
+    # fields an interface lacks are unavailable, not zero
+    assert b["cnproc"]["peak_rss_error_pct"]["median"] is None
+    assert b["acct"]["peak_rss_error_pct"]["median"] is None
+    assert b["taskstats"]["peak_rss_error_pct"]["n"] == 80
+    assert all(e["throttled"] is not None for e in s["runs"] if e["backend"] != "none")

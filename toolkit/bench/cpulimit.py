@@ -68,7 +68,7 @@ class CpuLimit:
     def describe(self) -> str:
         kind = "cgroup v2 cpu.max" if self.v2 else "cgroup v1 cpu.cfs_quota_us"
         return (f"{self.pct:g}% of one CPU ({kind}: {self.quota} us per {self.period} us)"
-                if self.dir else f"{self.pct:g}% of one CPU")
+                if self.root else f"{self.pct:g}% of one CPU")
 
     def _setup(self) -> None:
         if os.geteuid() != 0:
