@@ -310,3 +310,15 @@ def test_bench_natively_with_the_interfaces(tmp_path, monkeypatch):
     assert b["acct"]["peak_rss_error_pct"]["median"] is None
     assert b["taskstats"]["peak_rss_error_pct"]["n"] == 80
     assert all(e["throttled"] is not None for e in s["runs"] if e["backend"] != "none")
+
+
+def test_watch_shows_unavailable_fields_as_dash():
+    from toolkit.cli.watch import _json_record, _watch_row
+    rec = schema.Record(ts_ns=10, start_ns=0, cpu_ns=0, rss_kib=0, hiwater_rss_kib=0,
+                        type=int(schema.EventType.EXIT), pid=5, tgid=5, ppid=1, uid=0, cpu=0,
+                        flags=0, exit_code=0, comm="")
+    row = _watch_row(rec, 0, cnproc.CnprocBackend.provides)
+    assert row[5:7] == ["-", "-"] and row[8:] == ["-", "-", "-"]
+    assert _watch_row(rec, 0)[8] == 0              # a backend that provides all: data
+    d = _json_record(rec, taskstats.TaskstatsBackend.provides)
+    assert d["rss_kib"] is None and d["hiwater_rss_kib"] == 0

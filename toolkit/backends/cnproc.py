@@ -64,8 +64,9 @@ def control_message(op: int = PROC_CN_MCAST_LISTEN, event_type: int | None = Non
 
 def parse_event(payload: bytes):
     """One connector message (after the netlink header) ->
-    (seq, what, cpu, Record or None). None for the subscription ack and event types the
-    toolkit has no record for (uid, gid, comm, ...). Raises ValueError if malformed."""
+    (seq, what, cpu, Record or None). None for the subscription ack, a thread's exit and
+    event types the toolkit has no record for (uid, gid, comm, ...). Raises ValueError if
+    malformed."""
     if len(payload) < CN_MSG.size + EVENT_HDR.size:
         raise ValueError(f"connector message of {len(payload)} bytes is too short")
     idx, val, seq, _ack, length, _flags = CN_MSG.unpack_from(payload)
@@ -89,6 +90,8 @@ def parse_event(payload: bytes):
                             **common)
     elif what == PROC_EVENT_EXIT:
         pid, tgid, code, _sig, _ppid, ptgid = EXIT_DATA.unpack_from(body)
+        if pid != tgid:      # a thread's exit: not a process exit (as exitsnoop defines it)
+            return seq, what, cpu, None
         common["exit_code"] = code
         rec = schema.Record(type=int(schema.EventType.EXIT), pid=pid, tgid=tgid, ppid=ptgid,
                             **common)
@@ -196,7 +199,8 @@ class CnprocBackend(Backend):
                 if not self.typed:
                     self._seq.see(cpu, seq)
                 if rec is None:
-                    name = OTHER_EVENTS.get(what, hex(what))
+                    name = "thread exit" if what == PROC_EVENT_EXIT else \
+                        OTHER_EVENTS.get(what, hex(what))
                     self._other[name] = self._other.get(name, 0) + 1
                     continue
                 if self._deliver(rec):

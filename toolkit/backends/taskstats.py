@@ -5,7 +5,11 @@ every task exiting on those CPUs sends it one TASKSTATS_CMD_NEW message from do_
 (kernel/taskstats.c): a struct taskstats with pid, ppid, uid, comm, exit code, user and
 system time, peak RSS (hiwater_rss) and peak VM, straight from the kernel's accounting.
 One message per exiting thread; the backend turns the thread-group leader's into the
-process's exit record (a thread's exit is a `clone`-free exit of a non-leader, skipped).
+process's exit record. A message names the thread group only when the group's last thread
+exits (TASKSTATS_TYPE_AGGR_TGID); a thread that exits before the rest of its group is
+indistinguishable here from a single-threaded process and yields a record of its own
+(the struct's ac_tgid, version 11+, would tell; its offset moves with the version, so it
+is not read yet). The bench's storm children are single-threaded unless --threads.
 
 What it cannot see: forks and execs (it only reports exits), the event's time (ts_ns is
 the receipt time, see Backend.event_time), the task's monotonic start time (only
