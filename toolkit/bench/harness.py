@@ -330,9 +330,11 @@ class Harness:
             msg += f", {len(r.events)} records"
             if r.stats and r.stats.get("dropped"):
                 msg += f", {r.stats['dropped']} dropped"
-            if r.throttled:
-                msg += (f", reader throttled {r.throttled.get('nr_throttled', 0)}x "
-                        f"({r.throttled.get('throttled_time', 0) / 1e9:.1f} s)")
+            if r.throttled:   # cgroup v1 counts ns (throttled_time), v2 us
+                t = r.throttled
+                secs = t["throttled_usec"] / 1e6 if "throttled_usec" in t else \
+                    t.get("throttled_time", 0) / 1e9
+                msg += f", reader throttled {t.get('nr_throttled', 0)}x ({secs:.1f} s)"
         return msg
 
     def _reconcile(self, r: StormRun, spec: BackendSpec):
