@@ -21,6 +21,7 @@ records lost meanwhile cannot be counted, so the report flags the run.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import errno
@@ -127,6 +128,9 @@ class AcctBackend(Backend):
             os.close(fd)
             self._f = open(self.path, "rb", buffering=0)
             set_acct(self.path)
+            # accounting is system-wide and outlives this process: switch it off (and
+            # unmount) even if the caller never calls stop()
+            atexit.register(self.stop)
         except OSError as e:
             self.stop()
             hint = ("a kernel with CONFIG_BSD_PROCESS_ACCT=y" if e.errno == errno.ENOSYS
@@ -219,3 +223,4 @@ class AcctBackend(Backend):
             self.mount = None
         self._buf = b""
         self._suspended = False
+        atexit.unregister(self.stop)
