@@ -61,7 +61,7 @@ def checks(mount: bool = True) -> list[Check]:
     out: list[Check] = []
     root = os.geteuid() == 0
     out.append(Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
-                     "run as root (sudo)", ("lkm", "ebpf")))
+                     "run as root (sudo)", ("lkm", "ebpf", "cnproc", "taskstats", "acct")))
     caps = cap_effective()
     have = [n for n, bit in CAPS.items() if caps >> bit & 1]
     lacking = [n for n in CAPS if n not in have]
@@ -150,6 +150,32 @@ def checks(mount: bool = True) -> list[Check]:
     if mode == "confidentiality":
         out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
                          "--lab", ("ebpf",)))
+    out += interface_checks(cfg)
+    return out
+
+
+# The kernel's own process-event interfaces: a config option each, checked from the
+# kernel config when it is readable (else assumed and left to the backend's start()).
+INTERFACES = (
+    ("proc connector", ("CONFIG_CONNECTOR", "CONFIG_PROC_EVENTS"), "cnproc"),
+    ("taskstats", ("CONFIG_TASKSTATS",), "taskstats"),
+    ("BSD process accounting v3", ("CONFIG_BSD_PROCESS_ACCT", "CONFIG_BSD_PROCESS_ACCT_V3"),
+     "acct"),
+)
+
+
+def interface_checks(cfg: dict[str, str]) -> list[Check]:
+    out = []
+    for name, options, backend in INTERFACES:
+        if not cfg:
+            out.append(Check(name, WARN, "kernel config unreadable: assumed, the backend "
+                             "says at start if it is not there", "", (backend,)))
+            continue
+        lacking = [o for o in options if cfg.get(o) != "y"]
+        out.append(Check(name, OK if not lacking else MISSING,
+                         ", ".join(f"{o}=y" for o in options) if not lacking else
+                         f"not set: {', '.join(lacking)}",
+                         f"a kernel with {', '.join(lacking)}=y, or --lab", (backend,)))
     return out
 
 

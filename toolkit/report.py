@@ -54,7 +54,7 @@ def _overhead(o):
 
 def _misses(b):
     m = b.get("missed", {})
-    return "/".join(str(m.get(t, 0)) for t in ("fork", "exec", "exit"))
+    return "/".join(str(m[t]) if t in m else "-" for t in ("fork", "exec", "exit"))
 
 
 def _never_seen(b):
@@ -80,6 +80,13 @@ def _other_drops(b):
     return str(sum(max(0, v) for v in d.values()))
 
 
+def _told(b):
+    """Misses the backend's own counters account for (counted drops), of all misses."""
+    m = sum((b.get("missed") or {}).values())
+    told = max(0, m - b.get("never_seen", 0))
+    return f"{told}/{m}" + (f" ({told / m * 100:.0f}%)" if m else "")
+
+
 ROWS = [
     ("capture fork", lambda b: _pct(b["capture"]["fork"])),
     ("capture exec", lambda b: _pct(b["capture"]["exec"])),
@@ -89,6 +96,7 @@ ROWS = [
     ("counted drops", lambda b: str(b.get("dropped", 0))),
     ("  of other processes' events", _other_drops),
     ("never seen (not a drop)", _never_seen),
+    ("misses it told you about", _told),
     ("exit code agrees", lambda b: _pct(b.get("exit_code_agreement"))),
     ("RSS err % vs VmRSS p50/p95", lambda b: _range(b.get("rss_error_pct"), "median", "p95",
                                                     "{:.1f}")),
@@ -176,6 +184,79 @@ def sweep_table(s: dict, fmt: str = "simple") -> str | None:
                     disable_numparse=True)
 
 
+def rate_table(s: dict, fmt: str = "simple") -> str | None:
+    """The rate sweep: per rate and collector, the worst capture over fork/exec/exit it
+    reports, and its misses beside its counted drops."""
+    rs = s.get("rate_sweep") or []
+    if len(rs) < 2:
+        return None
+    from tabulate import tabulate
+    labels = list(s["backends"])
+    rows = []
+    for e in rs:
+        row = [f"{e['rate']:g}" + (f" ({e['forks_per_s']:.0f})" if e.get("forks_per_s")
+                                   else "")]
+        for lb in labels:
+            b = e["backends"].get(lb, {})
+            caps = [v for v in (b.get("capture") or {}).values() if v is not None]
+            m = sum((b.get("missed") or {}).values())
+            row.append(f"{_pct(min(caps) if caps else None)} miss {m} drop {b.get('dropped', 0)}")
+        rows.append(row)
+    return tabulate(rows, headers=["rate/s (achieved): capture", *labels], tablefmt=fmt,
+                    disable_numparse=True)
+
+
+def _captured_types(b: dict) -> list[str]:
+    return [t for t, v in (b.get("capture") or {}).items() if v is not None]
+
+
+def plot_rates(s: dict, path: Path) -> bool:
+    """capture-vs-rate.png: capture per collector (left) and its misses beside its
+    counted drops (right), against the storm's fork rate."""
+    rs = s.get("rate_sweep") or []
+    if len(rs) < 2:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    xs = [e["forks_per_s"] or e["rate"] for e in rs]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    markers = "soD^v<>"
+    for i, lb in enumerate(s["backends"]):
+        bs = [e["backends"].get(lb, {}) for e in rs]
+        ys = [min([v for v in (b.get("capture") or {}).values() if v is not None] or [0]) * 100
+              for b in bs]
+        line, = ax.plot(xs, ys, marker=markers[i % len(markers)],
+                        markersize=max(3, 9 - 2 * i), label=lb)
+        miss = [sum((b.get("missed") or {}).values()) for b in bs]
+        drop = [b.get("dropped", 0) for b in bs]
+        ax2.plot(xs, miss, marker=markers[i % len(markers)], color=line.get_color(),
+                 label=f"{lb} misses")
+        ax2.plot(xs, drop, linestyle="--", marker="x", color=line.get_color(),
+                 label=f"{lb} counted drops")
+    cc = s.get("collector_cpu")
+    from matplotlib.ticker import NullFormatter
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xticks(xs, [f"{x:.0f}" for x in xs])
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.set_xlabel("storm forks/s (achieved, median)")
+        a.grid(True, alpha=0.3)
+    ax.set_ylabel("captured (%, worst of fork/exec/exit)")
+    ax.set_ylim(-3, 103)
+    ax2.set_ylabel("events (misses solid, counted drops dashed)")
+    ax2.set_yscale("symlog", linthresh=10)
+    ax2.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax2.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"capture vs rate ({s['environment']['kernel_release']}"
+                 + (f"; reader confined to {cc}" if cc else "") + ")", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def markdown(s: dict) -> str:
     e = s["environment"]
     p = e["parameters"]
@@ -185,12 +266,21 @@ def markdown(s: dict) -> str:
     if sw:
         lines += ["## Capture vs child lifetime", "", sw, "",
                   "![capture vs lifetime](capture-vs-lifetime.png)", ""]
+    rt = rate_table(s, "github")
+    if rt:
+        lines += ["## Capture vs rate", "", rt, "",
+                  "![capture vs rate](capture-vs-rate.png)", ""]
     fl = flags(s)
     lines += ["## Flags", ""] + ([f"- {f}" for f in fl] or ["- none: every miss of a kernel "
                                                              "backend is a counted drop"]) + [""]
     lines += ["## How to read this", "",
               "- capture = ledger children whose event the backend reported / ledger children "
               "(a process is (pid, start time); see toolkit/bench/reconcile.py).",
+              "- misses it told you about = misses its own drop counters account for / "
+              "misses (ps has none: a poller cannot know what it missed).",
+              "- \"-\" = the backend's interface does not carry that field (cnproc: no "
+              "exit RSS, peak or uid; taskstats: no fork/exec, RSS at exit; acct: no "
+              "fork/exec, no memory): unavailable, not zero.",
               "- never seen = misses not explained by the backend's own drop counters "
               "(for ps: everything that lived between two polls).",
               "- drops of other processes' events = counted drops beyond the ledger's misses: "
@@ -257,6 +347,7 @@ def plot_sweep(s: dict, path: Path) -> bool:
 
 def write_report(run_dir: Path, s: dict) -> None:
     plot_sweep(s, run_dir / "capture-vs-lifetime.png")
+    plot_rates(s, run_dir / "capture-vs-rate.png")
     (run_dir / "report.md").write_text(markdown(s))
 
 

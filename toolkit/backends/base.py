@@ -93,6 +93,16 @@ class Backend(abc.ABC):
     """start() -> read() ... -> stats() -> stop(); also a context manager."""
 
     name: ClassVar[str]
+    # Record fields this backend fills with data; None: all of them. A field left out
+    # is unavailable (0 in the record, "-" in the report, never a zero that looks
+    # like data).
+    provides: ClassVar[frozenset[str] | None] = None
+    # Where ts_ns comes from: "kernel" (the event's own time) or "receipt" (the
+    # interface carries no event time: ts_ns is when the backend received the record,
+    # so it may come after the parent reaped the child).
+    event_time: ClassVar[str] = "kernel"
+    # Event types (schema names) the interface reports at all; None: all of them.
+    event_types: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -153,8 +163,16 @@ REGISTRY = {
     "lkm": "toolkit.backends.lkm:LkmBackend",
     "ebpf": "toolkit.backends.ebpf:EbpfBackend",
     "ps": "toolkit.backends.ps:PsBackend",
+    "cnproc": "toolkit.backends.cnproc:CnprocBackend",
+    "taskstats": "toolkit.backends.taskstats:TaskstatsBackend",
+    "acct": "toolkit.backends.acct:AcctBackend",
 }
-KERNEL_BACKENDS = ("lkm", "ebpf")
+# The kernel's own process-event interfaces: no module, no BPF, no headers.
+NATIVE_INTERFACE_BACKENDS = ("cnproc", "taskstats", "acct")
+# Drops whose event type cannot be known (a proc connector sequence gap): counted under
+# this key of Stats.events beside the typed ones, and added to the bench's drops.
+UNTYPED = "untyped"
+KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct")   # doctor decides
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -173,8 +191,26 @@ def get_backend(name: str, **options) -> Backend:
         raise BackendError(f"{name} backend: {e}") from None
 
 
-def event_counters() -> dict[str, EventCounters]:
-    return {name: EventCounters() for name in schema.EVENT_BY_NAME}
+def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
+    out = {name: EventCounters() for name in schema.EVENT_BY_NAME}
+    if untyped:
+        out[UNTYPED] = EventCounters()
+    return out
+
+
+def backend_class(name: str):
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def provided_fields(name: str) -> list[str]:
+    """The record fields the registered backend `name` fills (all, if it does not say)."""
+    module, cls = REGISTRY[name].split(":")
+    try:
+        p = getattr(importlib.import_module(module), cls).provides
+    except ImportError:
+        p = None
+    return list(schema.FIELD_NAMES) if p is None else [f for f in schema.FIELD_NAMES if f in p]
 
 
 # ---------------------------------------------------------------- the user-space view

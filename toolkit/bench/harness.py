@@ -24,8 +24,10 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
+from ..backends.base import NATIVE_INTERFACE_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
+from .cpulimit import CpuLimit
 from .environment import environment
 from .ledger import (EVENT_FIELDS, LEDGER_FIELDS, events_frame, read_ledger,
                      truth_columns)
@@ -47,6 +49,27 @@ class BackendSpec:
     def poll(self) -> bool:
         return self.name == "ps"
 
+    @property
+    def provides(self) -> list[str]:
+        from ..backends.base import provided_fields
+        return provided_fields(self.name)
+
+    def _attr(self, attr: str, default):
+        from ..backends.base import backend_class
+        try:
+            return getattr(backend_class(self.name), attr)
+        except ImportError:
+            return default
+
+    @property
+    def receipt_timed(self) -> bool:
+        return self._attr("event_time", "kernel") == "receipt"
+
+    @property
+    def event_types(self) -> list[str] | None:
+        t = self._attr("event_types", None)
+        return None if t is None else sorted(t)
+
 
 def fmt_interval(s: float) -> str:
     return f"ps@{s:g}s"
@@ -54,7 +77,7 @@ def fmt_interval(s: float) -> str:
 
 def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list[float],
                ring_size: int | None = None, buffer_pages: int | None = None,
-               transport: str | None = None) -> list[BackendSpec]:
+               transport: str | None = None, rcvbuf: int | None = None) -> list[BackendSpec]:
     specs = []
     for b in backends:
         if b == "lkm":
@@ -65,6 +88,9 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
                                           ("transport", transport)) if v}
                 label = "ebpf" if probe in (None, "kprobe") else f"ebpf:{probe}"
                 specs.append(BackendSpec(label, "ebpf", opts))
+        elif b in NATIVE_INTERFACE_BACKENDS:
+            opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
+            specs.append(BackendSpec(b, b, opts))
         elif b == "ps":
             for iv in ps_intervals:
                 specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
@@ -86,6 +112,8 @@ class StormRun:
     period_s: float | None = None
     scan_s: float = 0.0              # ps: listing-to-read lag (wall - startup)
     wall_s: float = 0.0              # ps: wall time of one ps run
+    rate: float = 0.0                # forks/s asked of the storm (0: as fast as it can)
+    throttled: dict | None = None    # --collector-cpu: the cgroup's cpu.stat deltas
 
 
 def _log(msg: str) -> None:
@@ -100,8 +128,12 @@ def _cpu_self() -> float:
 class Harness:
     def __init__(self, specs: list[BackendSpec], storm: StormParams, lifetimes: list[int],
                  repeat: int, out_dir: Path, parameters: dict, log=_log,
-                 read_interval: float = 0.0, scope: str = "system"):
+                 read_interval: float = 0.0, scope: str = "system",
+                 rates: list[float] | None = None, collector_cpu: float | None = None):
         self.specs, self.storm, self.lifetimes = specs, storm, lifetimes
+        self.rates = rates or [storm.rate]     # > 1: a rate sweep (capture-vs-rate.png)
+        # the reader's CPU share (% of one CPU) while it reads a storm: a starved collector
+        self.limit = CpuLimit(collector_cpu) if collector_cpu else None
         self.read_interval = read_interval   # > 0: a slow reader (drop experiments)
         self.scope = scope   # "system": record everything; "children": the storm's only
         self.repeat, self.out_dir, self.parameters, self.log = repeat, out_dir, parameters, log
@@ -134,10 +166,12 @@ class Harness:
 
     # ---------------------------------------------------------------- one storm
     def storm_once(self, spec: BackendSpec | None, lifetime_ms: int, rnd: int,
-                   bins) -> StormRun:
-        params = dataclasses.replace(self.storm, lifetime_ms=lifetime_ms)
+                   bins, rate: float | None = None) -> StormRun:
+        rate = self.storm.rate if rate is None else rate
+        params = dataclasses.replace(self.storm, lifetime_ms=lifetime_ms, rate=rate)
         label = spec.label if spec else NONE
-        ledger = self.work / f"ledger-{label}-{lifetime_ms}-{rnd}.csv"
+        ledger = self.work / f"ledger-{label}-{lifetime_ms}-{rate:g}-{rnd}.csv"
+        confined = False
         b = self._backend(spec) if spec else None
         events: list = []
         stats = None
@@ -166,6 +200,11 @@ class Harness:
                 b.set_ppid_filter(int(ready[1]))
             if b is not None:
                 b.reset_stats()
+            if b is not None and self.limit:
+                # the storm is already forked: only the reader (this process, and the ps
+                # it runs) is confined
+                self.limit.confine()
+                confined = self.limit.throttled()
             t_start = time.monotonic()
             cpu0 = _cpu_self()
             proc.stdin.write("go\n")
@@ -196,6 +235,10 @@ class Harness:
                     if spans:
                         wall_s = max(wall_s, metrics.median(spans))
         finally:
+            if confined is not False:
+                self.limit.release()
+                after = self.limit.throttled()
+                confined = {k: v - confined.get(k, 0) for k, v in after.items()}
             if b is not None:
                 if scoped:
                     try:
@@ -212,7 +255,8 @@ class Harness:
         summary = parse_summary(out)
         rows = read_ledger(ledger)
         return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period,
-                        max(0.0, wall_s - start_s), wall_s)
+                        max(0.0, wall_s - start_s), wall_s, rate,
+                        confined if isinstance(confined, dict) else None)
 
     @staticmethod
     def _time_ps(n: int = 3) -> tuple[float, float]:
@@ -255,16 +299,23 @@ class Harness:
         bins = build()
         self.warm_up()
         order = [None] + self.specs
-        total = len(self.lifetimes) * self.repeat * len(order)
+        total = len(self.rates) * len(self.lifetimes) * self.repeat * len(order)
         n = 0
         t_run = time.monotonic()
-        for lt in self.lifetimes:
-            for rnd in range(self.repeat):
-                for spec in order:
-                    n += 1
-                    r = self.storm_once(spec, lt, rnd, bins)
-                    self.runs.append(r)
-                    self.log(self._progress(n, total, r))
+        if self.limit:
+            self.log(f"collector reader confined to {self.limit.describe()}")
+        try:
+            for rate in self.rates:
+                for lt in self.lifetimes:
+                    for rnd in range(self.repeat):
+                        for spec in order:
+                            n += 1
+                            r = self.storm_once(spec, lt, rnd, bins, rate)
+                            self.runs.append(r)
+                            self.log(self._progress(n, total, r))
+        finally:
+            if self.limit:
+                self.limit.remove()
         self.log(f"{n} storms in {time.monotonic() - t_run:.0f} s; reconciling")
         summary = self.summarize()
         self.write(summary)
@@ -272,18 +323,29 @@ class Harness:
 
     def _progress(self, n: int, total: int, r: StormRun) -> str:
         s = r.summary
-        msg = (f"[{n}/{total}] lifetime {r.lifetime_ms} ms, round {r.round + 1}: "
+        msg = (f"[{n}/{total}] "
+               + (f"rate {r.rate:g}/s, " if len(self.rates) > 1 else "")
+               + f"lifetime {r.lifetime_ms} ms, round {r.round + 1}: "
                f"{r.label:>9}  {s['count']} children in {s['elapsed_s']:.2f} s "
                f"({s['forks_per_s']:.0f} forks/s)")
         if r.label != NONE:
             msg += f", {len(r.events)} records"
             if r.stats and r.stats.get("dropped"):
                 msg += f", {r.stats['dropped']} dropped"
+            if r.throttled:   # cgroup v1 counts ns (throttled_time), v2 us
+                t = r.throttled
+                secs = t["throttled_usec"] / 1e6 if "throttled_usec" in t else \
+                    t.get("throttled_time", 0) / 1e9
+                msg += f", reader throttled {t.get('nr_throttled', 0)}x ({secs:.1f} s)"
         return msg
 
     def _reconcile(self, r: StormRun, spec: BackendSpec):
+        # a receipt-timed exit may arrive long after the reap when the reader is slow; a
+        # pid is not reused within one storm, so the storm's length bounds the window
+        late = int((r.summary["elapsed_s"] + 30) * 1e9) if spec.receipt_timed else 0
         return reconcile(r.rows, r.events, poll=spec.poll, period_s=r.period_s or 1.0,
-                         storm_pid=r.summary["pid"], exclude_pids={r.summary["pid"], os.getpid()})
+                         storm_pid=r.summary["pid"], exclude_pids={r.summary["pid"], os.getpid()},
+                         receipt_late_ns=late)
 
     def summarize(self) -> dict:
         specs = {s.label: s for s in self.specs}
@@ -292,28 +354,34 @@ class Harness:
             if r.label != NONE:
                 recon[i] = self._reconcile(r, specs[r.label])
         self._recon = recon
-        base = {(r.lifetime_ms, r.round): r.summary["forks_per_s"]
+        base = {(r.lifetime_ms, r.rate, r.round): r.summary["forks_per_s"]
                 for r in self.runs if r.label == NONE}
 
-        def caps_of(label, lifetime=None):
+        def caps_of(label, lifetime=None, rate=None):
             return [metrics.Capture(recon[i], poll=specs[label].poll, stats=r.stats,
                                     cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s,
                                     scan_s=r.scan_s, wall_s=r.wall_s)
                     for i, r in enumerate(self.runs)
-                    if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)]
+                    if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)
+                    and (rate is None or r.rate == rate)]
+
+        def fields(spec):
+            return {"provides": spec.provides, "receipt_timed": spec.receipt_timed,
+                    "event_types": spec.event_types}
 
         backends = {}
         for spec in self.specs:
             mine = [r for r in self.runs if r.label == spec.label]
-            att = {(r.lifetime_ms, r.round): r.summary["forks_per_s"] for r in mine}
+            att = {(r.lifetime_ms, r.rate, r.round): r.summary["forks_per_s"] for r in mine}
             m = metrics.backend_metrics(caps_of(spec.label), metrics.slowdowns(base, att),
-                                        [r.summary["forks_per_s"] for r in mine])
+                                        [r.summary["forks_per_s"] for r in mine],
+                                        **fields(spec))
             backends[spec.label] = {"backend": spec.name, "options": spec.options, **m}
         sweep = []
         for lt in self.lifetimes:
             entry = {"lifetime_ms": lt, "backends": {}}
             for spec in self.specs:
-                m = metrics.backend_metrics(caps_of(spec.label, lt))
+                m = metrics.backend_metrics(caps_of(spec.label, lt), **fields(spec))
                 e = {"capture": m["capture"], "dropped": m["dropped"]}
                 if spec.poll:
                     pm = m["ps_model"]
@@ -322,6 +390,18 @@ class Harness:
                                                                pm["predicted_high"])
                 entry["backends"][spec.label] = e
             sweep.append(entry)
+        rate_sweep = []
+        for rate in (self.rates if len(self.rates) > 1 else []):
+            mine = [r for r in self.runs if r.rate == rate]
+            entry = {"rate": rate, "forks_per_s": metrics.median(
+                [r.summary["forks_per_s"] for r in mine if r.label == NONE]),
+                     "backends": {}}
+            for spec in self.specs:
+                m = metrics.backend_metrics(caps_of(spec.label, rate=rate), **fields(spec))
+                entry["backends"][spec.label] = {
+                    k: m[k] for k in ("capture", "missed", "dropped", "dropped_by_type",
+                                      "never_seen", "forks_per_s")}
+            rate_sweep.append(entry)
         truth = metrics_truth(self.runs)
         none_tput = [r.summary["forks_per_s"] for r in self.runs if r.label == NONE]
         return {
@@ -332,12 +412,15 @@ class Harness:
             "baseline": {"forks_per_s": metrics.median(none_tput), "storms": len(none_tput)},
             "backends": backends,
             "sweep": sweep,
+            "rate_sweep": rate_sweep,
+            "collector_cpu": self.limit.describe() if self.limit else None,
             "runs": [self._run_entry(i, r) for i, r in enumerate(self.runs)],
             "children": sum(len(r.rows) for r in self.runs),
         }
 
     def _run_entry(self, i: int, r: StormRun) -> dict:
-        e = {"backend": r.label, "lifetime_ms": r.lifetime_ms, "round": r.round,
+        e = {"backend": r.label, "lifetime_ms": r.lifetime_ms, "rate": r.rate,
+             "round": r.round,
              "storm_pid": r.summary["pid"], "children": len(r.rows),
              "forks_per_s": r.summary["forks_per_s"], "elapsed_s": r.summary["elapsed_s"],
              "kernel_forks": r.summary["kernel_forks_after"] - r.summary["kernel_forks_before"]}
@@ -346,7 +429,7 @@ class Harness:
             e.update(records=len(r.events), cpu_s=round(r.cpu_s, 4),
                      captured={t: rc.captured(t) for t in TYPES}, truth=rc.truth,
                      dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
-                     scan_s=r.scan_s if r.wall_s else None,
+                     scan_s=r.scan_s if r.wall_s else None, throttled=r.throttled,
                      ps_wall_s=r.wall_s if r.wall_s else None)
         return e
 

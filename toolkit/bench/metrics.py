@@ -96,10 +96,21 @@ def _sum_by_type(dicts) -> dict[str, int]:
     return {t: int(sum(d[t] for d in dicts)) for t in TYPES}
 
 
+UNTYPED = "untyped"     # drops of unknown event type (base.UNTYPED)
+
+
 def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = None,
-                    forks_per_s: list[float] | None = None) -> dict:
+                    forks_per_s: list[float] | None = None,
+                    provides: list[str] | None = None, receipt_timed: bool = False,
+                    event_types: list[str] | None = None) -> dict:
     """Aggregate the captures of one backend (all its rounds) into its summary entry.
-    Values are raw (unrounded): the report rounds when it renders."""
+    Values are raw (unrounded): the report rounds when it renders.
+    provides: the record fields the backend fills (None: all); a comparison that needs
+    a field it lacks is None ("-"), not a zero. event_types: the types the interface
+    reports at all (taskstats and acct: exits only); the others have no capture and no
+    misses. receipt_timed: exit records carry their receipt time, not the event's."""
+    has = (lambda f: True) if provides is None else (lambda f: f in provides)
+    sees = [t for t in TYPES if event_types is None or t in event_types]
     poll = any(c.poll for c in caps)
     truth = _sum_by_type(c.recon.truth for c in caps)
     m = _matched(caps)
@@ -108,26 +119,37 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     unmatched = _sum_by_type(c.recon.unmatched for c in caps)
     # latency: kernel backends from the record's own time; ps times are poll times, so
     # measure from the ledger's event time (exit for exits, fork for the rest)
-    ref = m["ts_ns"].where(~m["poll"].astype(bool),
+    # (taskstats/acct exits too: their times are receipt times)
+    ledger_time = m["poll"].astype(bool) | (receipt_timed & (m["t"] == "exit"))
+    ref = m["ts_ns"].where(~ledger_time,
                            m["l_exit_ns"].where(m["t"] == "exit", m["l_forked_ns"]))
     lat = ((m["receipt_ns"] - ref) / 1e6)[ref != 0]
     ex = m[(m["t"] == "exit") & (m["l_exit_ns"] != 0)]
+    if not has("rss_kib"):
+        ex = ex.iloc[0:0]
     rss_err = _err_pct(ex["rss_kib"], ex["l_rss_kib"])[ex["l_rss_kib"] != 0]
-    kex = ex[~ex["poll"].astype(bool)]
+    kex = m[(m["t"] == "exit") & (m["l_exit_ns"] != 0) & ~m["poll"].astype(bool)]
+    if not has("hiwater_rss_kib"):
+        kex = kex.iloc[0:0]
     peak_err = _err_pct(kex["hiwater_rss_kib"], kex["l_hwm_kib"])[kex["l_hwm_kib"] != 0]
     kexits = m[(m["t"] == "exit") & ~m["poll"].astype(bool)]
+    if not has("exit_code"):
+        kexits = kexits.iloc[0:0]
     codes_ok = int((kexits["exit_code"] == kexits["l_exit_status"]).sum())
 
     stats = [c.stats for c in caps if c.stats]
     drops = _counter_by_type(stats, "dropped")
-    missed = {t: truth[t] - captured[t] for t in TYPES}
-    dropped = sum(drops.get(t, 0) for t in TYPES)
-    never_seen = sum(max(0, missed[t] - drops.get(t, 0)) for t in TYPES)
+    missed = {t: truth[t] - captured[t] for t in sees}
+    untyped = drops.get(UNTYPED, 0)   # lost messages of unknown type (cnproc seq gaps)
+    dropped = sum(drops.get(t, 0) for t in TYPES) + untyped
+    never_seen = max(0, sum(max(0, missed[t] - drops.get(t, 0)) for t in sees) - untyped)
     # What the hooks saw beyond the ledger (the storm process itself, the harness, the
     # rest of the machine; with --scope children these end up filtered, not dropped):
     # drops beyond the ledger's misses can only be such events.
     seen = _counter_by_type(stats, "seen")
-    seen_other = {t: seen.get(t, 0) - truth[t] for t in TYPES} if stats else {}
+    seen_other = {t: seen.get(t, 0) - truth[t] for t in sees} if stats else {}
+    if stats and untyped:
+        seen_other[UNTYPED] = seen.get(UNTYPED, 0)
     hook_count = sum(h.get("count", 0) for s in stats for h in s.get("hooks", []))
     hook_ns = sum(h.get("total_ns", 0) for s in stats for h in s.get("hooks", []))
     records = sum(c.records for c in caps)
@@ -135,18 +157,24 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     ci = bootstrap_median_ci(slowdowns_pct or [])
     out = {
         "truth": truth,
-        "capture": {t: (captured[t] / truth[t] if truth[t] else None) for t in TYPES},
+        "capture": {t: (captured[t] / truth[t] if truth[t] and t in sees else None)
+                    for t in TYPES},
         "captured": captured,
         "missed": missed,
         "dropped": dropped,
         "dropped_by_type": drops,
+        "dropped_untyped": untyped,
+        "fields": provides,
         "never_seen": never_seen,
         "misses_equal_drops": sum(missed.values()) == dropped,
         "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
         "filtered_by_type": ({t: v for t, v in _counter_by_type(stats, "filtered").items()
                               if t in TYPES} if stats else {}),
         "seen_other": seen_other,
-        "dropped_other": {t: drops.get(t, 0) - missed[t] for t in TYPES} if stats else {},
+        "dropped_other": ({t: drops.get(t, 0) - missed.get(t, 0) for t in sees}
+                          | ({UNTYPED: untyped - sum(max(0, missed[t] - drops.get(t, 0))
+                                                     for t in sees)} if untyped else {})
+                          if stats else {}),
         "duplicates": dups,
         "unmatched": unmatched,
         "exit_code_agreement": codes_ok / len(kexits) if len(kexits) else None,
@@ -154,7 +182,9 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
         "peak_rss_error_pct": {**_pcts(peak_err), "vs": "VmHWM", "n": int(len(peak_err))},
         "latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
                        "from": "ledger event time to receipt (poll times are not event "
-                               "times)" if poll else "record ts_ns to receipt",
+                               "times)" if poll else "ledger exit time to receipt (the "
+                               "records carry no event time)" if receipt_timed else
+                               "record ts_ns to receipt",
                        "n": int(len(lat))},
         "overhead_pct": {"median": median(slowdowns_pct or []),
                          "ci95_low": ci[0], "ci95_high": ci[1],

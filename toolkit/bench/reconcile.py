@@ -84,8 +84,7 @@ def _candidates(ev: pd.DataFrame, led: pd.DataFrame, poll: bool, late_ns: int,
     is_exit = m["type"] == EXIT
     exit_lo = m["l_exit_ns"].where(m["l_exit_ns"] > 0, m["l_fork_ns"]) - tol
     lo = lo.where(~is_exit, exit_lo)
-    if poll:
-        hi = hi.where(~is_exit, hi + late_ns)
+    hi = hi.where(~is_exit, hi + late_ns)   # poll, or a receipt-timed exit (else 0)
     inside = (((m["l_fork_ns"] <= m["k_lo"]) & (m["k_lo"] <= m["l_reap_ns"]))
               | ((m["l_fork_ns"] <= m["k_hi"]) & (m["k_hi"] <= m["l_reap_ns"])))
     m = m.assign(lo=lo, slack_only=~inside)
@@ -93,10 +92,12 @@ def _candidates(ev: pd.DataFrame, led: pd.DataFrame, poll: bool, late_ns: int,
 
 
 def reconcile(ledger, events, *, poll: bool = False, period_s: float = 1.0,
-              storm_pid: int | None = None, exclude_pids=(), tol_ns: int = TOL_NS
-              ) -> Reconciliation:
+              storm_pid: int | None = None, exclude_pids=(), tol_ns: int = TOL_NS,
+              receipt_late_ns: int = 0) -> Reconciliation:
     """Match one storm's records ((receipt_ns, Record) pairs or an events DataFrame)
-    against its ledger (a DataFrame or LedgerRows)."""
+    against its ledger (a DataFrame or LedgerRows). receipt_late_ns: for a backend whose
+    exit records carry the time they were received, not the event's (taskstats, acct),
+    how long after the reap an exit may arrive."""
     led = truth_columns(ledger)
     led = led[led["forked"]].reset_index(drop=True)
     led["order"] = np.arange(len(led))
@@ -104,7 +105,7 @@ def reconcile(ledger, events, *, poll: bool = False, period_s: float = 1.0,
     ev = ev.assign(seq=np.arange(len(ev)), t=ev["type"].map(_NAME))
     ev = ev[ev["t"].notna() & ~ev["tgid"].isin(list(exclude_pids))
             & ~((ev["type"] == FORK) & (ev["pid"] != ev["tgid"]))]   # a thread: no process
-    late_ns = int((2 * period_s + 1.0) * 1e9) if poll else 0
+    late_ns = int((2 * period_s + 1.0) * 1e9) if poll else receipt_late_ns
 
     cands = _candidates(ev, led, poll, late_ns, tol_ns)
     best = (cands.sort_values(["seq", "slack_only", "lo", "l_order"],

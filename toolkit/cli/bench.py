@@ -12,7 +12,7 @@ import click
 from ..errors import ToolkitError
 from .common import BACKENDS, needs_lab, parse_backends, parse_list, probe_variants, rerun_in_lab
 
-DEFAULT_BACKENDS = "lkm,ebpf,ps"
+DEFAULT_BACKENDS = "lkm,ebpf,cnproc,taskstats,acct,ps"
 
 
 @click.group()
@@ -31,8 +31,13 @@ def bench():
                    "(ps@0.1s, ps@1s).")
 @click.option("--count", type=click.IntRange(1), default=300, show_default=True,
               help="Children per storm.")
-@click.option("--rate", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Forks per second (0: as fast as possible).")
+@click.option("--rate", default="0", show_default=True,
+              help="Forks per second (0: as fast as possible); a comma list of rates > 0 "
+                   "sweeps (500,2000,8000) and draws capture-vs-rate.png.")
+@click.option("--collector-cpu", type=float, default=None,
+              help="Confine the collector's reader (the harness while it reads, and the ps "
+                   "it runs) to this share of one CPU, in percent (0 < PCT <= 100), with "
+                   "CFS bandwidth control (cgroup cpu.max): a starved collector.")
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="Children alive at once, at most.")
 @click.option("--lifetime", default="0", show_default=True,
@@ -51,6 +56,10 @@ def bench():
               help="lkm ring size in records (small: provoke and count drops).")
 @click.option("--buffer-pages", type=click.IntRange(1), default=None,
               help="ebpf ring/perf buffer pages, a power of two (small: provoke drops).")
+@click.option("--rcvbuf", type=click.IntRange(1), default=None,
+              help="cnproc and taskstats socket receive buffer in bytes (the kernel doubles "
+                   "it; default: the system's net.core.rmem_default, what a consumer that "
+                   "does not ask gets).")
 @click.option("--transport", type=click.Choice(["auto", "ringbuf", "perf"]), default=None,
               help="ebpf transport (default auto).")
 @click.option("--read-interval", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -68,9 +77,9 @@ def bench():
 @click.option("--lab/--native", "where", default=None,
               help="Run in the lab VM / on this kernel. Default: natively when every "
                    "requested backend can run here, else in the lab (said on stderr).")
-def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, exec_all,
-              exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages, transport,
-              read_interval, scope, out, where):
+def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurrency, lifetime,
+              exec_all, exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages,
+              rcvbuf, transport, read_interval, scope, out, where):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -86,6 +95,13 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
                            check=lambda v: v > 0, must="> 0")
     lifetimes = parse_list(lifetime, "--lifetime", convert=int,
                            check=lambda v: v >= 0, must=">= 0")
+    rates = parse_list(rate, "--rate", convert=float, check=lambda v: v >= 0, must=">= 0")
+    if len(rates) > 1 and 0 in rates:
+        raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
+                                 "give rates > 0", param_hint="--rate")
+    if collector_cpu is not None and not 0 < collector_cpu <= 100:
+        raise click.BadParameter(f"{collector_cpu:g}: must be a share of one CPU in percent, "
+                                 "> 0 and <= 100", param_hint="--collector-cpu")
     if buffer_pages and buffer_pages & (buffer_pages - 1):
         raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
     out_dir_guess = None
@@ -104,18 +120,20 @@ def forkstorm(backends, probe, ps_interval, count, rate, concurrency, lifetime, 
     from ..bench import harness as H
     from ..bench.workload import StormParams
     params = {"backends": names, "probes": probes, "ps_intervals": intervals, "count": count,
-              "rate": rate, "concurrency": concurrency, "lifetime_ms": lifetimes,
+              "rate": rates if len(rates) > 1 else rates[0], "collector_cpu": collector_cpu,
+              "concurrency": concurrency, "lifetime_ms": lifetimes,
               "exec_every": 1 if exec_all else exec_every, "threads": threads,
               "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
-              "buffer_pages": buffer_pages, "transport": transport,
+              "buffer_pages": buffer_pages, "rcvbuf": rcvbuf, "transport": transport,
               "read_interval": read_interval, "scope": scope, "argv": sys.argv[1:]}
-    storm = StormParams(count=count, rate=rate, concurrency=concurrency,
+    storm = StormParams(count=count, rate=rates[0], concurrency=concurrency,
                         exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
     out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
     specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
-                         buffer_pages=buffer_pages, transport=transport)
+                         buffer_pages=buffer_pages, transport=transport, rcvbuf=rcvbuf)
     h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
-                  read_interval=read_interval, scope=scope)
+                  read_interval=read_interval, scope=scope, rates=rates,
+                  collector_cpu=collector_cpu)
     try:
         summary = h.run()
     except OSError as e:
@@ -128,10 +146,10 @@ def _show(summary: dict, run_dir) -> None:
     click.echo(R.headline(summary))
     click.echo()
     click.echo(R.table(summary))
-    sw = R.sweep_table(summary)
-    if sw:
-        click.echo()
-        click.echo(sw)
+    for sw in (R.sweep_table(summary), R.rate_table(summary)):
+        if sw:
+            click.echo()
+            click.echo(sw)
     for f in R.flags(summary):
         click.echo(f"flag: {f}")
     click.echo(f"\nrun directory: {run_dir}")

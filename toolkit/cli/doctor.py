@@ -13,7 +13,7 @@ from .common import parse_backends
 
 
 @click.command()
-@click.option("--backend", "backends", default="lkm,ebpf", show_default=True,
+@click.option("--backend", "backends", default="lkm,ebpf,cnproc,taskstats,acct", show_default=True,
               help="Comma-separated backends whose needs decide the exit status.")
 @click.option("--no-lab", is_flag=True, help="Skip the lab check (it boots QEMU briefly).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -15,13 +15,29 @@ WATCH_COLS = [("time_s", 10), ("event", 6), ("pid", 7), ("tgid", 7), ("ppid", 7)
               ("comm", 16), ("exit", 6), ("rss_kib", 9), ("peak_kib", 9), ("cpu_ms", 8)]
 
 
-def _watch_row(rec, t0: int) -> list:
+def _watch_row(rec, t0: int, provides=None) -> list:
+    """One table row; a field the backend does not provide (Backend.provides) is "-"."""
     from .. import schema
     is_exit = rec.type == schema.EventType.EXIT
-    return [f"{(rec.ts_ns - t0) / 1e9:.3f}", rec.event, rec.pid, rec.tgid, rec.ppid, rec.uid,
-            rec.comm, status_text(rec.exit_code) if is_exit else "",
-            rec.rss_kib if is_exit else "", rec.hiwater_rss_kib if is_exit else "",
-            f"{rec.cpu_ns / 1e6:.1f}" if is_exit else ""]
+
+    def f(field, value, only_exit=False):
+        if only_exit and not is_exit:
+            return ""
+        return "-" if provides is not None and field not in provides else value
+    return [f"{(rec.ts_ns - t0) / 1e9:.3f}", rec.event, rec.pid, rec.tgid,
+            f("ppid", rec.ppid), f("uid", rec.uid), f("comm", rec.comm),
+            f("exit_code", status_text(rec.exit_code), True), f("rss_kib", rec.rss_kib, True),
+            f("hiwater_rss_kib", rec.hiwater_rss_kib, True),
+            f("cpu_ns", f"{rec.cpu_ns / 1e6:.1f}", True)]
+
+
+def _json_record(rec, provides=None) -> dict:
+    """The record as a dict; fields the backend does not provide are null."""
+    from .. import schema
+    d = schema.as_dict(rec)
+    if provides is not None:
+        d.update({k: None for k in schema.FIELD_NAMES if k not in provides})
+    return d
 
 
 @click.command()
@@ -35,7 +51,6 @@ def watch(backend, probe, uid, lab, fmt, duration):
     opts = options_for(backend, probe, uid)
     if lab:
         rerun_in_lab()
-    from .. import schema
     b = open_backend(backend, **opts)
     t0 = time.monotonic_ns()
     click.echo(f"watch: {backend} attached, " + (f"for {duration:g} s" if duration else
@@ -56,9 +71,9 @@ def watch(backend, probe, uid, lab, fmt, duration):
             left = 0.25 if end is None else max(0.0, min(0.25, end - time.monotonic()))
             for rec in b.read(left):
                 if fmt == "jsonl":
-                    out.write(json.dumps(schema.as_dict(rec)) + "\n")
+                    out.write(json.dumps(_json_record(rec, b.provides)) + "\n")
                 else:
-                    vals = _watch_row(rec, t0)
+                    vals = _watch_row(rec, t0, b.provides)
                     out.write(" ".join(f"{str(v):>{w}}" if n != "comm" else f"{str(v):<{w}.{w}}"
                                        for (n, w), v in zip(WATCH_COLS, vals)) + "\n")
             out.flush()
