@@ -178,12 +178,17 @@ def test_under_the_heap_quota_runs_untouched(side, qhelper):
     assert not side.kills()
 
 
+# each `toolkit quota run --backend ebpf` compiles BCC in a new process: ~40 s under TCG
+# on a quiet host, several times that when the host is loaded
+CLI_TIMEOUT = 600
+
+
 @pytest.mark.parametrize("backend", ["lkm", "ebpf"])
 def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend):
     # 3 descriptors (stdin, stdout, stderr) at exec: a quota of 3 kills the first open
     cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--files", "3", "--",
                          str(qhelper), "fds", "5"], stdin=subprocess.DEVNULL,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert cp.returncode == 128 + signal.SIGKILL, cp
     assert "fd 1" not in cp.stdout and "killed by SIGKILL" in cp.stderr
     if backend == "ebpf":       # the command starts with 0, 1, 2 only: the 4th kills
@@ -191,14 +196,14 @@ def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend
     cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--files", "8",
                          "--heap", "64M", "--",
                          str(qhelper), "fds", "5"], stdin=subprocess.DEVNULL,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert cp.returncode == 0 and "fd 5" in cp.stdout, cp
     assert not quota.read()[0]
     # a heap quota far below the toolkit's own (Python's data_vm is tens of MiB): the
     # forked child makes no brk/mmap before its exec, so only the command is measured
     cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--heap", "2M", "--",
                          str(qhelper), "heap", "mmap", "64", "4"], input="go\n",
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert cp.returncode == 0 and "step 4" in cp.stdout, cp
 
 
