@@ -131,10 +131,11 @@ static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
 	/*
-	 * >= 6.2: rss_stat[] is a struct percpu_counter.  Its 'count' is the
-	 * folded global value; up to batch * nr_cpus pages may still sit in
-	 * the per-CPU deltas, so this is an approximation (the module uses
-	 * get_mm_counter(), which reads the same field).
+	 * >= 6.2 (f1a7941243c1 "mm: convert mm's rss stats into
+	 * percpu_counter"): rss_stat[] is a struct percpu_counter.  Its
+	 * 'count' is the folded global value; up to batch * nr_cpus pages
+	 * may still sit in the per-CPU deltas, so this is an approximation
+	 * (the module uses get_mm_counter(), which reads the same field).
 	 */
 	s64 count = 0;
 

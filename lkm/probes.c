@@ -70,6 +70,9 @@ void tk_fill_common(struct tk_record *rec, u32 type,
  * With SPLIT_RSS_COUNTING (6.1 and older) each thread caches up to 64
  * counter updates; do_exit() folds current's cache into the mm only after
  * our probe point, so add it here (reading current's own cache is safe).
+ * From 6.2 (f1a7941243c1 "mm: convert mm's rss stats into percpu_counter")
+ * there is no per-thread cache and get_mm_rss() reads the percpu_counters'
+ * folded value, as /proc/PID/status does on that line.
  */
 static unsigned long tk_exit_rss_pages(struct mm_struct *mm,
 				       struct task_struct *tsk)

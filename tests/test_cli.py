@@ -101,3 +101,22 @@ def test_the_same_failure_exits_the_same_everywhere(args):
 def test_list_options_are_checked(value, message):
     r = run("bench", "forkstorm", "--backend", "ps", "--lifetime", value)
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+@pytest.mark.parametrize("args", [
+    ["lab", "run", "--kernel", "5.10", "--", "true"],
+    ["lab", "info", "--kernel", "5.10"],
+    ["bench", "forkstorm", "--kernel", "5.10"],
+    ["bench", "forkstorm", "--kernel", "6.1", "--native"],
+])
+def test_unknown_lab_kernel_exits_2_naming_it(args):
+    r = run(*args)
+    assert r.exit_code == 2 and ("5.10" in r.output or "--native" in r.output), r.output
+
+
+def test_lab_info_lists_every_installed_lab_kernel():
+    from toolkit import lab
+    r = run("lab", "info")
+    releases = [k["release"] for k in lab.lab_kernels()]
+    assert releases and all(rel in r.output for rel in releases), r.output
+    assert "installed lab kernels" in r.output

@@ -49,3 +49,58 @@ def test_vng_command_line_stays_short_whatever_the_command(tmp_path):
     exec_arg = argv[argv.index("--exec") + 1]
     assert exec_arg == f"/bin/sh {tmp_path / 'guest.sh'}"
     assert "--disable-kvm" in argv and str(k) in argv
+
+
+@pytest.fixture
+def fake_boot(tmp_path, monkeypatch):
+    """A /boot and /lib/modules with Debian's two lab lines (and a 6.12 without headers)."""
+    boot, mods = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir()
+    for rel, headers in (("6.1.0-56-amd64", True), ("6.1.0-41-amd64", True),
+                         ("6.12.95+deb12-amd64", True), ("6.12.99+deb12-amd64", False)):
+        (boot / f"vmlinuz-{rel}").write_bytes(b"")
+        if headers:
+            (mods / rel / "build").mkdir(parents=True)
+            (mods / rel / "build" / "Makefile").write_text("")
+    monkeypatch.setattr(lab, "BOOT_DIR", boot)
+    monkeypatch.setattr(lab, "MODULES_DIR", mods)
+    monkeypatch.delenv("TOOLKIT_LAB_KERNEL", raising=False)
+    return boot
+
+
+def test_default_lab_kernel_is_the_newest_6_1_with_headers(fake_boot):
+    assert lab.find_kernel().name == "vmlinuz-6.1.0-56-amd64"
+
+
+@pytest.mark.parametrize("spec, want", [("6.12", "6.12.95+deb12-amd64"),
+                                        ("6.1", "6.1.0-56-amd64"),
+                                        ("6.1.0-41", "6.1.0-41-amd64"),
+                                        ("6", "6.12.95+deb12-amd64")])
+def test_release_prefix_picks_the_newest_match_with_headers(fake_boot, spec, want):
+    # "6.1" stops at a version boundary: it never picks 6.12
+    assert lab.find_kernel(spec).name == f"vmlinuz-{want}"
+
+
+def test_prefix_from_the_environment(fake_boot, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_LAB_KERNEL", "6.12")
+    assert lab.find_kernel().name == "vmlinuz-6.12.95+deb12-amd64"
+
+
+def test_path_is_taken_as_given(fake_boot):
+    k = fake_boot / "vmlinuz-6.12.99+deb12-amd64"
+    assert lab.find_kernel(str(k)) == k
+
+
+@pytest.mark.parametrize("spec, msg", [("5.10", "no lab kernel matches '5.10'"),
+                                       ("6.12.99", "has no headers")])
+def test_unknown_or_headerless_kernel_is_a_clear_error(fake_boot, spec, msg):
+    with pytest.raises(lab.LabError, match=msg) as e:
+        lab.find_kernel(spec)
+    assert e.value.hint
+
+
+def test_lab_kernels_lists_every_image_oldest_first(fake_boot):
+    ks = lab.lab_kernels()
+    assert [k["release"] for k in ks] == ["6.1.0-41-amd64", "6.1.0-56-amd64",
+                                         "6.12.95+deb12-amd64", "6.12.99+deb12-amd64"]
+    assert [k["headers"] for k in ks] == [True, True, True, False]

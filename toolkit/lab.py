@@ -32,6 +32,9 @@ QEMU = "qemu-system-x86_64"
 # variables worth carrying into the guest (the guest starts with a clean environment)
 PASS_ENV = re.compile(r"^(CI|TOOLKIT_\w+|PYTEST_ADDOPTS|COLUMNS|LINES|TERM|NO_COLOR)$")
 IN_LAB_ENV = "TOOLKIT_IN_LAB"
+# where lab kernels and their headers are looked for (tests point these at a tmp dir)
+BOOT_DIR = Path("/boot")
+MODULES_DIR = Path("/lib/modules")
 
 
 SETUP_HINT = "run `bin/setup` (as root) to install the lab kernel, headers, QEMU and virtme-ng"
@@ -46,28 +49,69 @@ def _release_of(vmlinuz: Path) -> str:
 
 
 def has_headers(release: str) -> bool:
-    return (Path("/lib/modules") / release / "build" / "Makefile").exists()
+    return (MODULES_DIR / release / "build" / "Makefile").exists()
+
+
+# The default lab kernel line: Debian 12's stable kernel.  6.12 (bookworm-backports) is
+# installed beside it by bin/setup and picked with --kernel 6.12.
+DEFAULT_LINE = "6.1"
+
+
+def _version_key(release: str) -> tuple:
+    return tuple(int(n) for n in re.findall(r"\d+", release))
+
+
+def lab_kernels() -> list[dict]:
+    """The kernels in /boot, oldest first: release, image path, headers present."""
+    out = [{"release": _release_of(p), "kernel": str(p), "headers": has_headers(_release_of(p))}
+           for p in BOOT_DIR.glob("vmlinuz-*")]
+    return sorted(out, key=lambda k: _version_key(k["release"]))
+
+
+def _matches(release: str, prefix: str) -> bool:
+    """'6.1' matches 6.1.0-56-amd64 but not 6.12.95+deb12-amd64: a prefix ends at a
+    version boundary."""
+    if not release.startswith(prefix):
+        return False
+    rest = release[len(prefix):]
+    return not rest or not (rest[0].isdigit() and prefix[-1].isdigit())
 
 
 def find_kernel(explicit: str | None = None) -> Path:
-    """The lab kernel: $TOOLKIT_LAB_KERNEL, else the newest /boot/vmlinuz-* with headers."""
+    """The lab kernel: `explicit` (or $TOOLKIT_LAB_KERNEL), a path to an image or a release
+    prefix such as 6.12; else the newest installed 6.1 (DEFAULT_LINE) with headers, else the
+    newest kernel with headers.  Among several matching releases the newest with headers wins."""
     explicit = explicit or os.environ.get("TOOLKIT_LAB_KERNEL")
-    if explicit:
+    kernels = lab_kernels()
+    installed = ", ".join(k["release"] for k in kernels) or "none"
+    if explicit and ("/" in explicit or Path(explicit).exists()):
         p = Path(explicit)
         if not p.exists():
             raise LabError(f"lab kernel {p} does not exist")
         return p
-    candidates = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime,
-                        reverse=True)
-    with_headers = [p for p in candidates if has_headers(_release_of(p))]
+    prefix = explicit or DEFAULT_LINE
+    found = [k for k in kernels if _matches(k["release"], prefix)]
+    usable = [k for k in found if k["headers"]]
+    if usable:
+        return Path(usable[-1]["kernel"])
+    if found:
+        raise LabError(f"lab kernel {found[-1]['release']} has no headers "
+                       f"(/lib/modules/{found[-1]['release']}/build)",
+                       f"apt-get install linux-headers-{found[-1]['release']} "
+                       "(or run `bin/setup`)")
+    if explicit:
+        raise LabError(f"no lab kernel matches '{explicit}' (installed: {installed})",
+                       "give a release prefix such as 6.1 or 6.12, or a path to a vmlinuz; "
+                       "`toolkit lab info` lists them; `bin/setup` installs 6.1 and 6.12")
+    with_headers = [k for k in kernels if k["headers"]]
     if with_headers:
-        return with_headers[0]
-    if candidates:
-        raise LabError(f"no lab kernel has headers: found {', '.join(p.name for p in candidates)} "
+        return Path(with_headers[-1]["kernel"])
+    if kernels:
+        raise LabError(f"no lab kernel has headers: found {installed} "
                        "but no /lib/modules/<release>/build for any",
                        "install the matching pair: apt-get install linux-image-amd64 "
                        "linux-headers-amd64 (or run `bin/setup`)")
-    raise LabError("no lab kernel installed in /boot", SETUP_HINT)
+    raise LabError(f"no lab kernel installed in {BOOT_DIR}", SETUP_HINT)
 
 
 def vng_path() -> str | None:
@@ -317,11 +361,12 @@ def _pump(src, dst, strip_nul: bool = False) -> None:
             pass
 
 
-def info() -> dict:
-    """What the lab would use here (for `toolkit lab info` and `toolkit doctor`)."""
-    out: dict = {"vng": vng_path(), "qemu": shutil.which(QEMU)}
+def info(kernel: str | None = None) -> dict:
+    """What the lab would use here (for `toolkit lab info` and `toolkit doctor`): the
+    selected kernel (default or `kernel`) and every installed lab kernel."""
+    out: dict = {"vng": vng_path(), "qemu": shutil.which(QEMU), "kernels": lab_kernels()}
     try:
-        k = find_kernel()
+        k = find_kernel(kernel)
         out["kernel"] = str(k)
         out["release"] = _release_of(k)
         out["headers"] = has_headers(out["release"])

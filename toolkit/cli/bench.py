@@ -77,9 +77,12 @@ def bench():
 @click.option("--lab/--native", "where", default=None,
               help="Run in the lab VM / on this kernel. Default: natively when every "
                    "requested backend can run here, else in the lab (said on stderr).")
+@click.option("--kernel", default=None,
+              help="Run in the lab on this kernel: a release prefix (6.1, 6.12) or a vmlinuz "
+                   "path (implies --lab; `toolkit lab info` lists them).")
 def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurrency, lifetime,
               exec_all, exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages,
-              rcvbuf, transport, read_interval, scope, out, where):
+              rcvbuf, transport, read_interval, scope, out, where, kernel):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -108,15 +111,19 @@ def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurre
     if out and ("/" in out):
         out_dir_guess = os.path.abspath(out)
     if not L.in_lab():
-        reason = "--lab given" if where is True else None
-        if where is None:
+        if kernel and where is False:
+            raise ToolkitError("--kernel picks a lab kernel: it cannot go with --native")
+        if kernel:
+            L.find_kernel(kernel)  # a clear error now, before anything starts
+        reason = f"--kernel {kernel}" if kernel else "--lab given" if where is True else None
+        if where is None and not kernel:
             reason = needs_lab(names)
         if reason:
             if out_dir_guess and not out_dir_guess.startswith(str(paths.RESULTS_DIR) + "/"):
                 raise ToolkitError(f"--out {out}: in the lab only results/ is shared with "
                                    "this machine", "give --out a name (a directory under "
                                    "results/) or a path inside results/")
-            rerun_in_lab(f" ({reason})")
+            rerun_in_lab(f" ({reason})", kernel=kernel)
     from ..bench import harness as H
     from ..bench.workload import StormParams
     params = {"backends": names, "probes": probes, "ps_intervals": intervals, "count": count,

@@ -64,13 +64,19 @@ def lab_option(f):
                         help="Run this command inside the lab VM (stock kernel under QEMU).")(f)
 
 
-def rerun_in_lab(extra_note: str = "") -> None:
-    """Re-run the current toolkit command line (minus --lab) inside the lab; exit with
-    its status."""
+def rerun_in_lab(extra_note: str = "", kernel: str | None = None) -> None:
+    """Re-run the current toolkit command line (minus --lab and --kernel K) inside the lab,
+    on `kernel` (a release prefix or path; None: the default lab kernel); exit with its
+    status."""
     from .. import lab
-    argv = [a for a in sys.argv[1:] if a != "--lab"]
+    argv, args = [], iter(sys.argv[1:])
+    for a in args:
+        if a == "--kernel":
+            next(args, None)
+        elif a != "--lab" and not a.startswith("--kernel="):
+            argv.append(a)
     click.echo(f"lab: running `toolkit {' '.join(argv)}` in the lab VM{extra_note}", err=True)
-    status = lab.run(["toolkit", *argv])
+    status = lab.run(["toolkit", *argv], kernel=kernel)
     sys.exit(status)
 
 

@@ -12,7 +12,8 @@ def lab():
 
 
 @lab.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--kernel", help="Lab kernel image (default: newest /boot/vmlinuz-* with headers).")
+@click.option("--kernel", help="Lab kernel: a release prefix (6.1, 6.12) or a vmlinuz path "
+              "(default: the newest installed 6.1; `toolkit lab info` lists them).")
 @click.option("--cpus", type=click.IntRange(1, 64), help="Guest CPUs (default: min(2, host)).")
 @click.option("--memory", default="4G", show_default=True, help="Guest memory.")
 @click.option("--results", type=click.Path(file_okay=False),
@@ -38,12 +39,16 @@ def lab_run(kernel, cpus, memory, results, rwdir, timeout, no_prebuild, cmd):
 
 
 @lab.command("info")
-def lab_info():
-    """Show the lab kernel, accelerator (KVM or TCG) and tools that would be used."""
+@click.option("--kernel", help="Show this lab kernel (release prefix or path) as the selected one.")
+def lab_info(kernel):
+    """Show the installed lab kernels, the selected one, the accelerator (KVM or TCG) and
+    the tools that would be used."""
     from tabulate import tabulate
 
     from .. import lab as L
-    i = L.info()
+    if kernel:
+        L.find_kernel(kernel)  # an unknown kernel asked for by name: error, exit 2
+    i = L.info(kernel)
     acc = i.get("accel") or {}
     rows = [("kernel", i.get("kernel", "-")), ("headers", i.get("headers", False)),
             ("accelerator", f"{acc.get('name', '?')}: {acc.get('reason', '')}"),
@@ -51,4 +56,10 @@ def lab_info():
     if "error" in i:
         rows.append(("error", i["error"]))
     click.echo(tabulate(rows, tablefmt="plain"))
+    click.echo("\ninstalled lab kernels (pick one with --kernel RELEASE-PREFIX):")
+    kernels = [(k["release"], "yes" if k["headers"] else "no",
+                "*" if k["kernel"] == i.get("kernel") else "", k["kernel"])
+               for k in i["kernels"]]
+    click.echo(tabulate(kernels, headers=["release", "headers", "selected", "image"])
+               if kernels else "  none (run bin/setup)")
     sys.exit(0 if i.get("usable") else 1)
