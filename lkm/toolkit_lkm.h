@@ -8,6 +8,7 @@
  *   ring.c     the bounded record ring, its counters and reader wake-up
  *   procfs.c   /proc/toolkit/{events,processes,meminfo,stats}
  *   control.c  /proc/toolkit/control: parse-all-then-apply commands
+ *   vm.c       /proc/toolkit/vm: one process's memory layout and page table
  */
 #ifndef TOOLKIT_LKM_H
 #define TOOLKIT_LKM_H
@@ -115,5 +116,6 @@ int tk_procfs_create(void);
 void tk_seq_filter(struct seq_file *m, const char *name, u64 filter);
 void tk_procfs_remove(void);
 extern const struct proc_ops tk_control_ops;
+extern const struct proc_ops tk_vm_ops;	/* vm.c: /proc/toolkit/vm */
 
 #endif /* TOOLKIT_LKM_H */
