@@ -60,9 +60,13 @@ def to_text(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> str:
         out.append("")
         out.append(f"top-level page table (mm->pgd), {lay.paging_levels} levels; "
                    f"{len(lay.pgd)} present entries")
-        out.append(tabulate([(e.index, f"{e.start:#x}", f"{e.last:#x}", f"{e.next_pfn:#x}",
+        # x86 sets `user` on every upper-level entry, the kernel half's too: the leaf
+        # entries decide; the half is told by the address
+        out.append(tabulate([(e.index, "user" if e.start < 1 << 63 else "kernel",
+                              f"{e.start:#x}", f"{e.last:#x}", f"{e.next_pfn:#x}",
                               ",".join(e.flags)) for e in lay.pgd],
-                            headers=["index", "start", "last", "next-level pfn", "flags"]))
+                            headers=["index", "half", "start", "last", "next-level pfn",
+                                     "flags"]))
     if rows is not None:
         out.append("")
         bad = sum(not r.agree for r in rows)
