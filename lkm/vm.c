@@ -54,6 +54,7 @@
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <asm/pgtable.h>
 
 #include "toolkit_lkm.h"
@@ -73,21 +74,52 @@ static void tk_vm_region(struct seq_file *m, const char *name,
 	seq_printf(m, "region %s %lx %lx\n", name, start, end);
 }
 
+/*
+ * An RSS counter as /proc/PID/status reads it.  From 6.2 rss_stat is a
+ * percpu_counter whose cheap read (get_mm_counter) leaves out the per-CPU
+ * deltas, hundreds of pages off; status sums them (get_mm_counter_sum: 6.16,
+ * and backported to 6.12.y), and so does this.  On 6.1 it is an atomic.
+ */
+static unsigned long tk_rss(struct mm_struct *mm, int member)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+	return percpu_counter_sum_positive(&mm->rss_stat[member]);
+#else
+	return get_mm_counter(mm, member);
+#endif
+}
+
 static void tk_vm_counters(struct seq_file *m, struct mm_struct *mm)
 {
-	seq_printf(m, "counter rss_anon %lu\n",
-		   get_mm_counter(mm, MM_ANONPAGES));
-	seq_printf(m, "counter rss_file %lu\n",
-		   get_mm_counter(mm, MM_FILEPAGES));
-	seq_printf(m, "counter rss_shmem %lu\n",
-		   get_mm_counter(mm, MM_SHMEMPAGES));
-	seq_printf(m, "counter hiwater_rss %lu\n", get_mm_hiwater_rss(mm));
+	unsigned long anon = tk_rss(mm, MM_ANONPAGES);
+	unsigned long file = tk_rss(mm, MM_FILEPAGES);
+	unsigned long shmem = tk_rss(mm, MM_SHMEMPAGES);
+
+	seq_printf(m, "counter rss_anon %lu\ncounter rss_file %lu\n"
+		   "counter rss_shmem %lu\n", anon, file, shmem);
+	/* get_mm_hiwater_rss(), from the summed counters, as status does */
+	seq_printf(m, "counter hiwater_rss %lu\n",
+		   max(READ_ONCE(mm->hiwater_rss), anon + file + shmem));
 	seq_printf(m, "counter total_vm %lu\n", READ_ONCE(mm->total_vm));
 	seq_printf(m, "counter locked_vm %lu\n", READ_ONCE(mm->locked_vm));
 	seq_printf(m, "counter data_vm %lu\n", READ_ONCE(mm->data_vm));
 	seq_printf(m, "counter exec_vm %lu\n", READ_ONCE(mm->exec_vm));
 	seq_printf(m, "counter stack_vm %lu\n", READ_ONCE(mm->stack_vm));
 	seq_printf(m, "counter map_count %d\n", READ_ONCE(mm->map_count));
+}
+
+/*
+ * The path /proc/PID/maps shows for a mapped file.  From 6.8 a file mapped
+ * through overlayfs is a backing file whose f_path is the real (lower) one;
+ * maps shows the path the user opened (file_user_path), and so does this.
+ */
+static const struct path *tk_file_path(struct file *file)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	return file_user_path(file);
+#else
+	return &file->f_path;
+#endif
 }
 
 /* The name column of a VMA, as /proc/PID/maps would name it. */
@@ -98,7 +130,7 @@ static void tk_vm_name(struct seq_file *m, struct tk_vm_file *f,
 	char *p;
 
 	if (vma->vm_file) {
-		p = d_path(&vma->vm_file->f_path, f->path, sizeof(f->path));
+		p = d_path(tk_file_path(vma->vm_file), f->path, sizeof(f->path));
 		if (IS_ERR(p)) {
 			seq_puts(m, "[path-error]");
 			return;

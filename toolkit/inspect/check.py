@@ -13,7 +13,9 @@ from .. import sysinfo
 from .layout import Layout, Vma
 
 WHY_COUNTER = ("sampled at a different instant; on 6.1 the RSS counters are also cached "
-               "per thread (up to 64 page events) before they reach the mm")
+               "per thread (up to 64 page events) before they reach the mm; from 6.2 they "
+               "are per-CPU counters, which /proc/PID/status sums only from 6.16 (and "
+               "6.12.y backports) while the module always sums them")
 WHY_ADDRESS = "the process changed its layout between the samples (brk, mmap, exec)"
 
 
