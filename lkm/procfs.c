@@ -513,7 +513,8 @@ int tk_procfs_create(void)
 			goto remove_dir;
 		proc_set_user(e[i], GLOBAL_ROOT_UID, gid);
 	}
-	if (!proc_create("control", 0200, tk_proc_dir, &tk_control_ops))
+	if (!proc_create("control", 0200, tk_proc_dir, &tk_control_ops) ||
+	    !proc_create("vm", 0600, tk_proc_dir, &tk_vm_ops))
 		goto remove_dir;
 	if (!proc_create("quota", 0600, tk_proc_dir, &tk_quota_ops))
 		goto remove_dir;

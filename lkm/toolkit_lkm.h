@@ -10,6 +10,7 @@
  *   control.c  /proc/toolkit/control: parse-all-then-apply commands
  *   quota.c    per-process heap and open-file quotas: table, hooks, kills
  *   quota_proc.c  /proc/toolkit/quota (quota.h is what the two share)
+ *   vm.c       /proc/toolkit/vm: one process's memory layout and page table
  */
 #ifndef TOOLKIT_LKM_H
 #define TOOLKIT_LKM_H
@@ -119,6 +120,7 @@ int tk_procfs_create(void);
 void tk_seq_filter(struct seq_file *m, const char *name, u64 filter);
 void tk_procfs_remove(void);
 extern const struct proc_ops tk_control_ops;
+extern const struct proc_ops tk_vm_ops;	/* vm.c: /proc/toolkit/vm */
 
 /* quotas (quota.c): hooks registered after, unregistered before probes.c's */
 int tk_quota_register(void);

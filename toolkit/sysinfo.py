@@ -185,3 +185,47 @@ def forks_since_boot() -> int:
         if line.startswith("processes "):
             return int(line.split()[1])
     raise OSError("/proc/stat has no 'processes' line")
+
+
+# ---------------------------------------------------------------- /proc/PID memory layout
+
+@dataclasses.dataclass
+class MapsLine:
+    """One line of /proc/PID/maps."""
+    start: int
+    end: int
+    perms: str
+    pgoff: int      # bytes, as maps prints it
+    name: str       # path, [heap], [stack], [vdso], [vvar], [vsyscall], or "" (anonymous)
+
+
+def parse_maps(text: str) -> list[MapsLine]:
+    out = []
+    for line in text.splitlines():
+        f = line.split(None, 5)
+        if len(f) < 5:
+            continue
+        s, _, e = f[0].partition("-")
+        out.append(MapsLine(int(s, 16), int(e, 16), f[1], int(f[2], 16),
+                            f[5].strip() if len(f) > 5 else ""))
+    return out
+
+
+# Fields of /proc/PID/stat (proc(5) numbering) that are addresses of the mm.
+STAT_ADDRESSES = {"startcode": 26, "endcode": 27, "startstack": 28, "start_data": 45,
+                  "end_data": 46, "start_brk": 47, "arg_start": 48, "arg_end": 49,
+                  "env_start": 50, "env_end": 51}
+
+
+def proc_stat_addresses(text: str) -> dict[str, int]:
+    """The address fields of /proc/PID/stat (0 unless the reader may ptrace the target)."""
+    _, f = proc_stat_fields(text)
+    return {k: int(f[n - 3]) for k, n in STAT_ADDRESSES.items() if len(f) > n - 3}
+
+
+def is_kernel_thread(pid: int) -> bool | None:
+    """True for a kernel thread, False for a user process, None if there is no such pid."""
+    stat = read_text(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    return bool(int(proc_stat_fields(stat)[1][6]) & PF_KTHREAD)

@@ -100,7 +100,7 @@ def test_load_unload_reload_and_permissions():
     assert lkm.read_stats().ring_size == 32
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in lkm.PROC_DIR.iterdir()}
     assert modes == {"events": 0o400, "processes": 0o400, "meminfo": 0o400, "stats": 0o400,
-                     "control": 0o200, "quota": 0o600}
+                     "control": 0o200, "quota": 0o600, "vm": 0o600}
     assert stat.S_IMODE(lkm.PROC_DIR.stat().st_mode) == 0o500
     lkm.unload()
     lkm.load()

@@ -19,7 +19,7 @@ from ..errors import WorkloadError
 from ..paths import BENCH_DIR
 
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-pthread"]
-SOURCES = {"forkstorm": ["forkstorm.c"], "tk-child": ["child.c"]}
+SOURCES = {"forkstorm": ["forkstorm.c"], "tk-child": ["child.c"], "memapp": ["memapp.c"]}
 HEADERS = ["storm_child.h"]
 
 
@@ -38,6 +38,7 @@ def _digest() -> str:
 class Binaries:
     forkstorm: Path
     child: Path
+    memapp: Path        # bench/memapp.c, the allocation script of `bench memgrowth`
 
 
 def build(quiet: bool = True) -> Binaries:
@@ -51,8 +52,8 @@ def build(quiet: bool = True) -> Binaries:
         out = build_dir() / _digest()
     except OSError as e:
         raise WorkloadError(f"cannot read the bench sources in {BENCH_DIR}: {e}") from None
-    bins = Binaries(out / "forkstorm", out / "tk-child")
-    if bins.forkstorm.exists() and bins.child.exists():
+    bins = Binaries(out / "forkstorm", out / "tk-child", out / "memapp")
+    if all(p.exists() for p in dataclasses.astuple(bins)):
         return bins
     try:
         out.mkdir(parents=True, exist_ok=True)

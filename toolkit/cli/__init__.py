@@ -11,7 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ToolkitError, exit_codes_help
-from . import bench, doctor, lab, lkm, quota, watch
+from . import bench, doctor, inspect, lab, lkm, quota, watch
 
 
 def show_error(e: ToolkitError) -> None:
@@ -59,6 +59,7 @@ COMMANDS = [
     watch.mem,
     lkm.lkm,
     quota.quota,
+    inspect.inspect,
     bench.bench,
     bench.report,
 ]

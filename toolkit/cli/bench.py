@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -146,6 +147,40 @@ def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurre
     except OSError as e:
         raise ToolkitError(f"bench: {e}") from None
     _show(summary, out_dir)
+
+
+@bench.command()
+@click.option("--backend", type=click.Choice(["lkm", "ebpf"]), default="lkm",
+              show_default=True, help="Which kernel backend samples each step.")
+@click.option("--out", default=None,
+              help="Run directory: a name under results/ (default memgrowth-<timestamp>), "
+                   "or a path inside results/.")
+@click.option("--lab/--native", "where", default=None,
+              help="Run in the lab VM / on this kernel (default: the lab when the backend "
+                   "cannot run here).")
+def memgrowth(backend, out, where):
+    """memapp's allocations step by step, each sampled through the backend and /proc:
+    steps.csv, report.md and memgrowth.png in the run directory."""
+    import datetime as dt
+
+    from .. import lab as L
+    from .. import paths
+    if backend == "ebpf":
+        from ..inspect.source import EBPF_MISSING
+        raise ToolkitError(EBPF_MISSING, "use --backend lkm")
+    if not L.in_lab():
+        reason = "--lab given" if where is True else (needs_lab([backend]) if where is None
+                                                     else None)
+        if reason:
+            rerun_in_lab(f" ({reason})")
+    from ..bench.memgrowth import memgrowth as run
+    out_dir = (paths.RESULTS_DIR / (out or dt.datetime.now().strftime("memgrowth-%Y%m%d-%H%M%S"))
+               if not out or "/" not in out else Path(out).resolve())
+    summary = run(out_dir, backend, echo=lambda m: click.echo(m, err=True))
+    f = summary["findings"]
+    click.echo(f"heap grew {f['heap_growth_small']} B for {f['bytes_malloced_small']} B "
+               f"malloc'd below the threshold; a 1 MiB malloc moved it {f['heap_move_1mib']} B")
+    click.echo(f"run directory: {out_dir}")
 
 
 def _show(summary: dict, run_dir) -> None:
