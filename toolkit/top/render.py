@@ -43,8 +43,8 @@ def header(frame, backend_label: str, release: str, state: dict):
     from rich.text import Text
     m = frame.meminfo
     grid = Table.grid(expand=True, padding=(0, 1))
-    grid.add_column(ratio=1)
-    grid.add_column(justify="right")
+    grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    grid.add_column(justify="right", no_wrap=True)
     status = "PAUSED  " if state["paused"] else ""
     uid = f"uid {state['uid']}  " if state["uid"] is not None else ""
     grid.add_row(Text(f"toolkit top  {release}  backend {backend_label}", style="bold"),
@@ -67,16 +67,19 @@ def header(frame, backend_label: str, release: str, state: dict):
         lost = k != "seen" and v
         dr.append(f"{k} {v}", style="bold white on red" if lost else "dim")
         dr.append("  ")
+    for t in (mem, ev, dr):
+        t.no_wrap, t.overflow = True, "ellipsis"
     return [grid, bar, mem, ev, dr]
 
 
 def short_panel(frame):
     from rich.text import Text
     if frame.unseen_forks is not None:
-        return Text(f"short-lived: polling cannot see them; the kernel counted "
-                    f"{frame.unseen_forks} forks ps never listed", style="magenta")
+        return Text(f"short-lived: polling cannot see them; kernel counted "
+                    f"{frame.unseen_forks} forks ps never listed", style="magenta",
+                    no_wrap=True, overflow="ellipsis")
     t = Text(f"short-lived {frame.short_count} this interval, {frame.short_total} total",
-             style="magenta")
+             style="magenta", no_wrap=True, overflow="ellipsis")
     for title, items in (("cpu", frame.short_by_cpu), ("peak", frame.short_by_peak)):
         if items:
             t.append(f"\n top {title}: " + ", ".join(
@@ -110,7 +113,7 @@ def draw(console, frame, backend_label: str, release: str, state: dict):
     from .model import sort_rows
     parts = header(frame, backend_label, release, state)
     short = short_panel(frame)
-    foot = Text(state["message"] or HELP, style="reverse")
+    foot = Text(state["message"] or HELP, style="reverse", no_wrap=True, overflow="ellipsis")
     used = len(parts) + 1 + str(short).count("\n") + 1 + 1   # + table header + footer
     rows = sort_rows(frame.rows, state["sort"])
     return Group(*parts, short, process_table(rows, console.size.height - used,
@@ -155,11 +158,22 @@ def run(session, sort: str, backend_label: str) -> None:
                     resized.clear()
                     redraw = True
                 if redraw and frame is not None:
+                    _measure(console)
                     live.update(draw(console, frame, backend_label, release, state),
                                 refresh=True)
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, old_winch)
+
+
+def _measure(console) -> None:
+    """The terminal's size now, from the tty itself (not COLUMNS/LINES, which a parent
+    may have exported and which would pin rich to a stale size after a resize)."""
+    try:
+        w, h = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return
+    console.size = (w, h)
 
 
 def _waiting(label: str):
