@@ -59,6 +59,16 @@ def test_reused_pid_is_a_new_row_without_delta():
     assert f.rows[0].cpu_pct == pytest.approx(50.0)
 
 
+def test_proc_start_time_jitter_is_the_same_process():
+    """/proc start times jitter by up to a tick between snapshots (boot offset re-read)."""
+    m = Model(0, ncpu=2)
+    m.update(snap(proc(10, 100.0, 5 * S)), [], stats(), 0)
+    f = m.update(snap(proc(10, 101.0, 5 * S + 9_999_999)), [], stats(), 2 * S)
+    assert f.rows[0].cpu_pct == pytest.approx(50.0)
+    f = m.update(snap(proc(10, 102.0, 5 * S - 1)), [], stats(), 4 * S)
+    assert f.rows[0].cpu_pct == pytest.approx(50.0)
+
+
 def test_ps_reused_pid_without_start_time():
     m = Model(0, ncpu=2)
     m.update(snap(proc(10, 500.0, 0)), [], stats(), 0)

@@ -23,6 +23,7 @@ from ..cli.common import status_text
 SORT_KEYS = ("cpu", "rss", "peak", "pid", "age")
 COUNTERS = ("fork", "clone", "exec", "exit")
 PS_CPU_RESOLUTION_NS = 10**9     # ps -o cputimes: whole seconds
+START_TOLERANCE_NS = 2 * 10**7   # two clock ticks at HZ 100 (/proc start times)
 SHORT_TOP = 3       # short-lived processes shown by CPU time and by peak RSS
 
 
@@ -108,9 +109,20 @@ class Model:
         self._prev_ns = t0_ns
         self._cpu: dict[tuple[int, int], int] = {}          # (pid, start_ns) -> cpu_ns
         self._first_seen: dict[tuple[int, int], int] = {}
+        self._starts: dict[int, int] = {}                   # pid -> start_ns as keyed
         self.totals = {c: 0 for c in COUNTERS}
         self.short_total = 0
         self._kernel_forks: int | None = None
+
+    def _start_of(self, p) -> int:
+        """The start time that names this process: /proc gives start times in clock
+        ticks, converted with a boot-to-monotonic offset read anew each time, so the
+        same process's start_ns jitters by up to a tick between snapshots; within
+        START_TOLERANCE_NS of the previous start of that pid it is the same process."""
+        prev = self._starts.get(p.pid)
+        if prev is not None and abs(p.start_ns - prev) <= START_TOLERANCE_NS:
+            return prev
+        return p.start_ns
 
     def update(self, snap, records: list, stats, now_ns: int,
                kernel_forks: int | None = None) -> Frame:
@@ -119,7 +131,7 @@ class Model:
         for p in snap.processes:
             if self.uid is not None and p.uid != self.uid:
                 continue
-            key = (p.pid, p.start_ns)
+            key = (p.pid, self._start_of(p))
             old = self._cpu.get(key)
             delta = None if old is None else p.cpu_ns - old
             # ps gives no start time (0) and whole seconds of CPU: there a reused pid
@@ -139,6 +151,7 @@ class Model:
                             cpu_ns=p.cpu_ns, rss_kib=p.rss_kib, peak_kib=p.hiwater_rss_kib,
                             comm=p.comm, age_s=max(0.0, age_ns / 1e9)))
         self._cpu, self._first_seen = cpu, seen
+        self._starts = {pid: start for pid, start in cpu}
 
         interval = {c: 0 for c in COUNTERS}
         forks: dict[tuple[int, int], object] = {}
