@@ -11,7 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ToolkitError, exit_codes_help
-from . import bench, doctor, inspect, lab, lkm, quota, watch
+from . import bench, doctor, inspect, lab, lkm, quota, top, watch
 
 
 def show_error(e: ToolkitError) -> None:
@@ -57,6 +57,7 @@ COMMANDS = [
     lab.lab,
     watch.watch,
     watch.mem,
+    top.top,
     lkm.lkm,
     quota.quota,
     inspect.inspect,
