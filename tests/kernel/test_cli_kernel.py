@@ -27,9 +27,10 @@ def watched(request):
     are there (or 120 s), then Ctrl-C (SIGINT) it: it must end cleanly with the counters."""
     p = subprocess.Popen([TOOLKIT, "watch", "--backend", request.param, "--format", "jsonl"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err, out, five = [], [], threading.Event()
+    err, out = [], []
+    five, attached = threading.Event(), threading.Event()
 
-    def pump():                     # stdout, line by line, as watch prints it
+    def pump_out():                 # stdout, line by line, as watch prints it
         n = 0
         for line in p.stdout:
             out.append(line)
@@ -37,24 +38,35 @@ def watched(request):
             n += o["event"] == "exec" and o["comm"] == "true"
             if n >= 5:
                 five.set()
-    reader = threading.Thread(target=pump)
-    reader.start()
-    try:
+
+    def pump_err():                 # stderr: the attach line, then the counters at the end
         for line in p.stderr:
             err.append(line)
             if "attached" in line:
-                break
+                attached.set()
+    readers = [threading.Thread(target=pump_out), threading.Thread(target=pump_err)]
+    for r in readers:
+        r.start()
+    # every wait is bounded: a watch that never attaches or never stops fails this test
+    # with its stderr (one hung once on 6.12 under a loaded host) instead of hanging
+    # the suite
+    try:
+        assert attached.wait(600), f"watch never said it was attached: {''.join(err)}"
         for _ in range(5):
             subprocess.run(["/bin/true"], check=True)
         five.wait(120)
         p.send_signal(signal.SIGINT)
-        err.append(p.stderr.read())
-        p.wait(120)
+        try:
+            p.wait(120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"watch did not stop within 120 s of SIGINT: "
+                                 f"{''.join(err)}") from None
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-        reader.join(60)
+        for r in readers:
+            r.join(60)
     return request.param, p.returncode, "".join(out), "".join(err)
 
 
