@@ -146,16 +146,11 @@ out:
 static int tk_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	struct task_struct *tsk = current;
-	struct task_struct *exec_task;
 	struct mm_struct *mm;
 	struct tk_record rec;
 	u64 t0 = local_clock();
 
-	if ((tsk->flags & PF_KTHREAD) || tsk->pid != tsk->tgid ||
-	    !tk_event_enabled(TK_EVENT_EXIT))
-		goto out;
-	exec_task = READ_ONCE(tsk->signal->group_exec_task);
-	if (exec_task && exec_task != tsk)
+	if (!tk_event_enabled(TK_EVENT_EXIT) || !tk_is_process_exit(tsk))
 		goto out;
 
 	tk_fill_common(&rec, TK_EVENT_EXIT, tsk);

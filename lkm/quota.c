@@ -169,16 +169,11 @@ static int tk_fd_install_pre(struct kprobe *kp, struct pt_regs *regs)
 static int tk_quota_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	struct task_struct *tsk = current;
-	struct task_struct *exec_task;
 	struct tk_quota *q;
 	unsigned long flags;
 
-	if (!atomic_read(&tk_quota_count) || (tsk->flags & PF_KTHREAD) ||
-	    tsk->pid != tsk->tgid)
+	if (!atomic_read(&tk_quota_count) || !tk_is_process_exit(tsk))
 		return 0;
-	exec_task = READ_ONCE(tsk->signal->group_exec_task);
-	if (exec_task && exec_task != tsk)
-		return 0;	/* de_thread(): the process lives on */
 	spin_lock_irqsave(&tk_quota_lock, flags);
 	q = tk_quota_find(tsk->tgid, tsk->start_time);
 	if (q)

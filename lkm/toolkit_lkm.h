@@ -17,6 +17,7 @@
 
 #include <linux/types.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 #include <linux/irq_work.h>
@@ -73,6 +74,21 @@ extern struct tk_ring tk_ring;
 extern u64 tk_uid_filter;	/* TK_FILTER_OFF or TK_FILTER_ENCODE(uid) */
 extern u64 tk_ppid_filter;	/* TK_FILTER_OFF or TK_FILTER_ENCODE(tgid) */
 extern u32 tk_event_mask;	/* TK_EVENT_BIT()s of the enabled types */
+
+/*
+ * At do_exit() entry: is @tsk's exit the exit of its process?  Only the
+ * thread group leader of a user-space process counts, and not a leader
+ * killed by a sibling's execve() (de_thread()): that process lives on.
+ */
+static inline bool tk_is_process_exit(struct task_struct *tsk)
+{
+	struct task_struct *exec_task;
+
+	if ((tsk->flags & PF_KTHREAD) || tsk->pid != tsk->tgid)
+		return false;
+	exec_task = READ_ONCE(tsk->signal->group_exec_task);
+	return !exec_task || exec_task == tsk;
+}
 
 static inline bool tk_event_enabled(u32 type)
 {
