@@ -27,7 +27,8 @@
  * source file, not in included headers.
  *
  * Compiled with (see toolkit/backends/ebpf.py):
- *   -I<repo>/include
+ *   -I<repo>/include -I<repo>/ebpf (tk_task.h: task and mm readers shared
+ *   with procs.c)
  *   -DTK_TRANSPORT_RINGBUF=1 -DTK_RINGBUF_PAGES=<power of two>, or
  *   -DTK_TRANSPORT_PERF=1 (perf pages are chosen by user space at open time)
  *   -DTK_WITH_FENTRY=1 when the kernel supports BPF trampolines
@@ -47,6 +48,7 @@
 #include <linux/binfmts.h>
 
 #include "toolkit_record.h"
+#include "tk_task.h"
 
 /*
  * The counters of TK_COUNTER_KINDS (the header's, shared with the module),
@@ -83,27 +85,6 @@ static __always_inline void tk_count(u32 type, u32 kind)
 		__sync_fetch_and_add(val, 1);
 }
 
-static __always_inline u32 tk_task_uid(struct task_struct *t)
-{
-	const struct cred *cred = NULL;
-	u32 uid = 0;
-
-	/* real uid (cred->uid) of the objective credentials, init user ns */
-	bpf_probe_read_kernel(&cred, sizeof(cred), &t->real_cred);
-	if (cred)
-		bpf_probe_read_kernel(&uid, sizeof(uid), &cred->uid.val);
-	return uid;
-}
-
-/* true if task t is a kernel thread (never reported) */
-static __always_inline int tk_is_kthread(struct task_struct *t)
-{
-	unsigned int flags = 0;
-
-	bpf_probe_read_kernel(&flags, sizeof(flags), &t->flags);
-	return flags & PF_KTHREAD;
-}
-
 /* The fields every record carries, read from task t. */
 static __always_inline void tk_fill(struct tk_record *r, u32 type,
 				    struct task_struct *t, u32 uid)
@@ -122,31 +103,6 @@ static __always_inline void tk_fill(struct tk_record *r, u32 type,
 	if (parent)
 		bpf_probe_read_kernel(&r->ppid, sizeof(r->ppid), &parent->tgid);
 	bpf_probe_read_kernel(r->comm, sizeof(r->comm), &t->comm[0]);
-}
-
-/* One mm RSS counter in pages, clamped at 0 like get_mm_counter(). */
-static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
-{
-	long val = 0;
-
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-	/*
-	 * >= 6.2 (f1a7941243c1 "mm: convert mm's rss stats into
-	 * percpu_counter"): rss_stat[] is a struct percpu_counter.  Its
-	 * 'count' is the folded global value; up to batch * nr_cpus pages
-	 * may still sit in the per-CPU deltas, so this is an approximation
-	 * (the module uses get_mm_counter(), which reads the same field).
-	 */
-	s64 count = 0;
-
-	bpf_probe_read_kernel(&count, sizeof(count), &mm->rss_stat[member].count);
-	val = count;
-#else
-	/* <= 6.1: rss_stat.count[] is an atomic_long_t per counter. */
-	bpf_probe_read_kernel(&val, sizeof(val),
-			      &mm->rss_stat.count[member].counter);
-#endif
-	return val < 0 ? 0 : val;
 }
 
 /*
@@ -175,9 +131,7 @@ static __always_inline void tk_fill_exit(struct tk_record *r,
 	bpf_probe_read_kernel(&mm, sizeof(mm), &t->mm);
 	if (mm) {
 		unsigned long hiwater = 0;
-		long rss = tk_mm_counter(mm, MM_FILEPAGES) +
-			   tk_mm_counter(mm, MM_ANONPAGES) +
-			   tk_mm_counter(mm, MM_SHMEMPAGES);
+		long rss = tk_mm_rss(mm);
 #ifdef SPLIT_RSS_COUNTING
 		/*
 		 * <= 6.1: each thread caches up to 64 counter updates and
