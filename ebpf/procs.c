@@ -180,9 +180,11 @@ BPF_ITER(task)
 	row.pid = tgid;
 	bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);
 	if (parent)
-		bpf_probe_read_kernel(&row.ppid, sizeof(row.ppid), &parent->tgid);
+		bpf_probe_read_kernel(&row.ppid, sizeof(row.ppid),
+				      &parent->tgid);
 	row.uid = tk_task_uid(task);
-	bpf_probe_read_kernel(&nr_threads, sizeof(nr_threads), &sig->nr_threads);
+	bpf_probe_read_kernel(&nr_threads, sizeof(nr_threads),
+			      &sig->nr_threads);
 	row.threads = nr_threads;
 	row.state = tk_state_char(task);
 	bpf_probe_read_kernel(&row.start_ns, sizeof(row.start_ns),

@@ -144,10 +144,12 @@
  */
 #define TK_PROC_VERSION		1
 
-/* Bits of a row's flags. */
-#define TK_PROC_FLAG_CPU_PARTIAL	0x1	/* more threads than the walk's
-						 * bound: cpu_ns of the first
-						 * ones only */
+/*
+ * Bits of a row's flags.
+ *  CPU_PARTIAL  more threads than the walk's bound: cpu_ns sums the first
+ *               ones only
+ */
+#define TK_PROC_FLAG_CPU_PARTIAL	0x1
 
 #define TK_PROC_FIELDS(F, A)						\
 	F(__u64, start_ns, "leader's start time, CLOCK_MONOTONIC ns")	\
