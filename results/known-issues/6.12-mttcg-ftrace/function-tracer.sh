@@ -2,15 +2,7 @@
 # the function tracer on the same functions, switched on and off N times under load (no kprobes)
 N=${1:-20}
 T=/sys/kernel/tracing
-( while :; do cat /proc/self/status >/dev/null; /bin/true; done ) &
-L1=$!
-python3 -c '
-import os, mmap
-while True:
-    fd = os.open("/etc/hostname", os.O_RDONLY); os.dup2(fd, 50); os.close(fd); os.close(50)
-    m = mmap.mmap(-1, 1<<20); m.close()
-' &
-L2=$!
+. "$(dirname "$0")/load.sh"
 printf "fd_install\ndo_exit\nwake_up_new_task\nsetup_new_exec\n__x64_sys_dup2\n__x64_sys_dup3\n__x64_sys_mmap\n__x64_sys_brk\n__x64_sys_munmap\n" > $T/set_ftrace_filter
 for i in $(seq 1 $N); do
   echo function > $T/current_tracer
@@ -18,5 +10,4 @@ for i in $(seq 1 $N); do
   echo nop > $T/current_tracer
   echo "cycle $i ok"
 done
-kill $L1 $L2
-echo "dmesg lines with problems: $(dmesg | grep -cE "BUG|Oops|WARNING|Failed to")"
+stop_load

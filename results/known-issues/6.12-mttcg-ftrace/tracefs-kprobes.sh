@@ -2,15 +2,7 @@
 # the same kprobes through tracefs (no module): add, enable, disable, remove, N times under load
 N=${1:-20}
 T=/sys/kernel/tracing
-( while :; do cat /proc/self/status >/dev/null; /bin/true; done ) &
-L1=$!
-python3 -c '
-import os, mmap
-while True:
-    fd = os.open("/etc/hostname", os.O_RDONLY); os.dup2(fd, 50); os.close(fd); os.close(50)
-    m = mmap.mmap(-1, 1<<20); m.close()
-' &
-L2=$!
+. "$(dirname "$0")/load.sh"
 for i in $(seq 1 $N); do
   echo > $T/kprobe_events
   for f in fd_install do_exit wake_up_new_task setup_new_exec; do echo "p:p_$f $f" >> $T/kprobe_events; done
@@ -21,5 +13,4 @@ for i in $(seq 1 $N); do
   echo "cycle $i ok"
 done
 echo > $T/kprobe_events
-kill $L1 $L2
-echo "dmesg lines with problems: $(dmesg | grep -cE "BUG|Oops|WARNING|Failed to")"
+stop_load
