@@ -22,7 +22,9 @@
  *   tk_gone <why>            no layout: kthread, or nomm (exiting)
  *   tk_mm <side> <address>   the mm the task walk read, and each VMA's
  *                            vm_mm (all must agree)
- *   tk_geom <pgdir_shift> <physical_mask> <cpus summed> <nr_cpu_ids>
+ *   tk_geom <pgdir_shift> <physical_mask>
+ *   tk_geom_cpus <summed> <nr_cpu_ids>   (>= 6.2) CPUs whose RSS deltas
+ *                            were added (at most TK_MM_MAX_CPUS)
  *   tk_pgd <index> <raw>     a present top-level entry, raw; user space
  *                            derives the module's "pgd" line from it (the
  *                            range from pgdir_shift, the frame through
@@ -257,6 +259,29 @@ BPF_ITER(task)
 	return 0;
 }
 
+/*
+ * >= 6.8: a file mapped through overlayfs is a backing file whose f_path
+ * is the real (lower) file; maps and the module show
+ * backing_file.user_path, which BPF cannot reach as a struct path the
+ * verifier accepts for bpf_d_path.  Said on a line of its own before the
+ * VMA's line; the name is then the real path.
+ */
+static __always_inline void tk_vma_note(struct seq_file *seq,
+					struct vm_area_struct *vma, u64 start)
+{
+#ifdef FMODE_BACKING
+	struct file *file = NULL;
+	unsigned int fmode = 0;
+
+	bpf_probe_read_kernel(&file, sizeof(file), &vma->vm_file);
+	if (!file)
+		return;
+	bpf_probe_read_kernel(&fmode, sizeof(fmode), &file->f_mode);
+	if (fmode & FMODE_BACKING)
+		TK_SEQ(seq, "tk_note backing-file %lx\n", start);
+#endif
+}
+
 /* The name column of a VMA, as the module (and /proc/PID/maps) names it. */
 static __always_inline void tk_vma_name(struct seq_file *seq,
 					struct vm_area_struct *vma,
@@ -275,23 +300,6 @@ static __always_inline void tk_vma_name(struct seq_file *seq,
 		buf = tk_vm_buf.lookup(&key);
 		if (!buf)
 			return;
-#ifdef FMODE_BACKING
-		/*
-		 * >= 6.8: a file mapped through overlayfs is a backing file
-		 * whose f_path is the real (lower) file; maps and the module
-		 * show backing_file.user_path, which BPF cannot reach as a
-		 * struct path the verifier accepts for bpf_d_path.
-		 */
-		{
-			unsigned int fmode = 0;
-
-			bpf_probe_read_kernel(&fmode, sizeof(fmode),
-					      &file->f_mode);
-			if (fmode & FMODE_BACKING)
-				TK_SEQ(seq, "tk_note backing-file %lx\n",
-				       start);
-		}
-#endif
 		/* bpf_d_path: allowed in iterators since 5.12 */
 		len = bpf_d_path(&file->f_path, buf->path, sizeof(buf->path));
 		if (len < 0)
@@ -360,6 +368,7 @@ BPF_ITER(task_vma)
 	perms[2] = fl & VM_EXEC ? 'x' : '-';
 	perms[3] = fl & VM_MAYSHARE ? 's' : 'p';
 	perms[4] = '\0';
+	tk_vma_note(seq, vma, start);
 	TK_SEQ(seq, "vma %lx %lx %s %lx ", start, end, (u64)perms, pgoff);
 	tk_vma_name(seq, vma, cfg, start, end);
 	return 0;
