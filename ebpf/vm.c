@@ -345,7 +345,7 @@ BPF_ITER(task_vma)
 	struct task_struct *task = ctx->task;
 	struct vm_area_struct *vma = ctx->vma;
 	struct tk_vm_cfg *cfg;
-	u32 key = 0, tgid = 0;
+	u32 key = 0, tgid = 0, pid = 0;
 	u64 start = 0, end = 0, fl = 0, pgoff = 0, mm = 0;
 	char perms[5];
 
@@ -355,7 +355,10 @@ BPF_ITER(task_vma)
 	if (!cfg)
 		return 0;
 	bpf_probe_read_kernel(&tgid, sizeof(tgid), &task->tgid);
-	if (tgid != cfg->pid)
+	bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid);
+	/* the leader's VMAs only, once (its threads share them), as the
+	 * task program shows the leader's mm */
+	if (tgid != cfg->pid || pid != tgid)
 		return 0;
 	bpf_probe_read_kernel(&start, sizeof(start), &vma->vm_start);
 	bpf_probe_read_kernel(&end, sizeof(end), &vma->vm_end);

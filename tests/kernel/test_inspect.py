@@ -86,15 +86,24 @@ def test_every_vma_inside_a_present_top_level_entry(backend):
     assert user and all("user" in e.flags and "present" in e.flags for e in user)
 
 
+THREADED = ("import sys, threading, time\n"
+            "for _ in range(2):\n"
+            "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+
+
 def test_lkm_and_ebpf_give_the_same_layout(ebpf):
-    """A stopped process read through both backends: field by field the same. Stopped,
-    it cannot fault, map or grow, so nothing it does moves a counter between the two
-    reads: the tolerance is zero (a kernel reclaiming its pages in between would break
-    that; an idle 4 GiB lab VM does not reclaim)."""
-    child = subprocess.Popen(["sleep", "60"])
+    """A stopped process with three threads read through both backends: field by field
+    the same (each VMA once, though every thread shares them). Stopped, it cannot fault,
+    map or grow, so nothing it does moves a counter between the two reads: the tolerance
+    is zero (a kernel reclaiming its pages in between would break that; an idle 4 GiB lab
+    VM does not reclaim)."""
+    child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE)
     try:
-        time.sleep(0.2)
+        assert child.stdout.readline() == b"ready\n"
         os.kill(child.pid, signal.SIGSTOP)
+        assert len(os.listdir(f"/proc/{child.pid}/task")) == 3
         a, b = read_layout(child.pid, "lkm"), read_layout(child.pid, "ebpf")
         assert (b.tgid, b.tid, b.comm, b.page_size, b.paging_levels) == \
             (a.tgid, a.tid, a.comm, a.page_size, a.paging_levels)
@@ -122,7 +131,7 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
 
 def test_ebpf_refuses_what_the_module_refuses(ebpf):
     """The BPF programs' own verdicts (user space's pid checks skipped): a kernel thread,
-    a pid nobody has; and the command's JSON says which backend read it."""
+    a pid nobody has; and the names only BPF-side lookups give: [vdso], full paths."""
     from toolkit.inspect.ebpf_source import read_layout_ebpf
     with pytest.raises(InspectError, match="kernel thread"):
         read_layout_ebpf(2)
