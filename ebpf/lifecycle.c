@@ -47,6 +47,7 @@
 #include <linux/binfmts.h>
 
 #include "toolkit_record.h"
+#include "tk_mm.h"	/* tk_mm_counter(), shared with vm.c */
 
 /*
  * The counters of TK_COUNTER_KINDS (the header's, shared with the module),
@@ -122,31 +123,6 @@ static __always_inline void tk_fill(struct tk_record *r, u32 type,
 	if (parent)
 		bpf_probe_read_kernel(&r->ppid, sizeof(r->ppid), &parent->tgid);
 	bpf_probe_read_kernel(r->comm, sizeof(r->comm), &t->comm[0]);
-}
-
-/* One mm RSS counter in pages, clamped at 0 like get_mm_counter(). */
-static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
-{
-	long val = 0;
-
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-	/*
-	 * >= 6.2 (f1a7941243c1 "mm: convert mm's rss stats into
-	 * percpu_counter"): rss_stat[] is a struct percpu_counter.  Its
-	 * 'count' is the folded global value; up to batch * nr_cpus pages
-	 * may still sit in the per-CPU deltas, so this is an approximation
-	 * (the module uses get_mm_counter(), which reads the same field).
-	 */
-	s64 count = 0;
-
-	bpf_probe_read_kernel(&count, sizeof(count), &mm->rss_stat[member].count);
-	val = count;
-#else
-	/* <= 6.1: rss_stat.count[] is an atomic_long_t per counter. */
-	bpf_probe_read_kernel(&val, sizeof(val),
-			      &mm->rss_stat.count[member].counter);
-#endif
-	return val < 0 ? 0 : val;
 }
 
 /*

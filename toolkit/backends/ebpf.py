@@ -110,7 +110,7 @@ def resolve_options(probe: str | None = None, transport: str | None = None,
 
 def cflags(opts: Options, fentry: bool) -> list[str]:
     """BCC cflags for one compile of ebpf/lifecycle.c."""
-    out = [f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"]
+    out = [f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"]
     if opts.transport == "ringbuf":
         out += ["-DTK_TRANSPORT_RINGBUF=1", f"-DTK_RINGBUF_PAGES={opts.buffer_pages}"]
     else:
@@ -168,6 +168,28 @@ def capture_stderr():
             out.append(tmp.read().decode("utf-8", "replace"))
 
 
+def preflight(source: Path = SOURCE) -> None:
+    """Root, BCC importable, the kernel's headers (BCC compiles against them), the source:
+    what every BCC compile needs (also ebpf/vm.c's, for inspect)."""
+    if os.geteuid() != 0:
+        raise base.BackendError("ebpf backend: loading BPF programs needs root "
+                                f"(euid is {os.geteuid()})", base.LAB_HINT)
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc; never the PyPI 'bcc')
+    except Exception as e:  # ImportError, or libbcc failing to load
+        raise base.BackendError(
+            f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
+            "from a venv made with --system-site-packages", base.LAB_HINT) from None
+    rel = sysinfo.release()
+    build = Path("/lib/modules") / rel / "build"
+    if not build.exists():
+        raise base.BackendError(
+            f"ebpf backend: kernel headers for {rel} are missing ({build}); BCC "
+            f"compiles against them (apt-get install linux-headers-{rel})", base.LAB_HINT)
+    if not source.exists():
+        raise base.BackendError(f"ebpf backend: BPF source {source} not found")
+
+
 # ---------------------------------------------------------------- compiled modules
 
 @dataclasses.dataclass
@@ -206,23 +228,7 @@ class EbpfBackend(base.Backend):
     # ---- start / stop ------------------------------------------------
 
     def _preflight(self):
-        if os.geteuid() != 0:
-            raise base.BackendError("ebpf backend: loading BPF programs needs root "
-                                    f"(euid is {os.geteuid()})", base.LAB_HINT)
-        try:
-            import bcc  # noqa: F401  (Debian's python3-bpfcc; never the PyPI 'bcc')
-        except Exception as e:  # ImportError, or libbcc failing to load
-            raise base.BackendError(
-                f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
-                "from a venv made with --system-site-packages", base.LAB_HINT) from None
-        rel = sysinfo.release()
-        build = Path("/lib/modules") / rel / "build"
-        if not build.exists():
-            raise base.BackendError(
-                f"ebpf backend: kernel headers for {rel} are missing ({build}); BCC "
-                f"compiles against them (apt-get install linux-headers-{rel})", base.LAB_HINT)
-        if not SOURCE.exists():
-            raise base.BackendError(f"ebpf backend: BPF source {SOURCE} not found")
+        preflight()
 
     def _compile(self, fentry: bool) -> _Module:
         from bcc import BPF
