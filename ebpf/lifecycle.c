@@ -48,7 +48,8 @@
 #include <linux/binfmts.h>
 
 #include "toolkit_record.h"
-#include "tk_task.h"
+#include "tk_mm.h"	/* tk_mm_counter(), shared with vm.c */
+#include "tk_task.h"	/* uid, kthread, tk_mm_rss(): shared with procs.c */
 
 /*
  * The counters of TK_COUNTER_KINDS (the header's, shared with the module),

@@ -21,7 +21,8 @@
  *    bounded loop (TK_PROC_MAX_THREADS: the verifier needs a bound), and a
  *    process with more threads gets TK_PROC_FLAG_CPU_PARTIAL;
  *  - rss = get_mm_rss(), peak = get_mm_hiwater_rss() = max(hiwater_rss,
- *    rss), both from tk_task.h's readers (shared with lifecycle.c);
+ *    rss), through tk_task.h's tk_mm_rss() on tk_mm.h's counter reader
+ *    (shared with lifecycle.c and vm.c; 6.1 and >= 6.2 differ there);
  *  - state = task_state_to_char() of the leader, uid = real uid, ppid =
  *    real parent's tgid, threads = signal->nr_threads, comm = leader's.
  * The module pins a task with task_lock() to read t->mm; here the read is a
@@ -37,6 +38,7 @@
 #include <linux/cred.h>
 
 #include "toolkit_record.h"
+#include "tk_mm.h"
 #include "tk_task.h"
 
 /* bound of the thread walk; 2 branches per step keeps the verifier's

@@ -8,7 +8,8 @@
  * main source file, and these use none.  All kernel memory is read with
  * bpf_probe_read_kernel(), so they serve kprobe, raw tracepoint, fentry and
  * iterator programs alike.  Include after <linux/sched.h>,
- * <linux/mm_types.h>, <linux/cred.h> and <linux/version.h>.
+ * <linux/mm_types.h>, <linux/cred.h>, <linux/version.h> and "tk_mm.h" (the
+ * RSS counters' reader for both kernel lines).
  */
 #ifndef TK_TASK_H
 #define TK_TASK_H
@@ -34,33 +35,10 @@ static __always_inline int tk_is_kthread(struct task_struct *t)
 	return flags & PF_KTHREAD;
 }
 
-/* One mm RSS counter in pages, clamped at 0 like get_mm_counter(). */
-static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
-{
-	long val = 0;
-
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-	/*
-	 * >= 6.2 (f1a7941243c1 "mm: convert mm's rss stats into
-	 * percpu_counter"): rss_stat[] is a struct percpu_counter.  Its
-	 * 'count' is the folded global value; up to batch * nr_cpus pages
-	 * may still sit in the per-CPU deltas, so this is an approximation
-	 * (the module uses get_mm_counter(), which reads the same field).
-	 */
-	s64 count = 0;
-
-	bpf_probe_read_kernel(&count, sizeof(count), &mm->rss_stat[member].count);
-	val = count;
-#else
-	/* <= 6.1: rss_stat.count[] is an atomic_long_t per counter. */
-	bpf_probe_read_kernel(&val, sizeof(val),
-			      &mm->rss_stat.count[member].counter);
-#endif
-	return val < 0 ? 0 : val;
-}
-
 /*
- * RSS of mm in pages as get_mm_rss() counts it: file + anon + shmem.  On
+ * RSS of mm in pages as get_mm_rss() counts it: file + anon + shmem, each
+ * through tk_mm_counter() (tk_mm.h: the folded value on >= 6.2, as
+ * get_mm_counter() and the module's processes file read it).  On
  * <= 6.1 this leaves out the per-thread caches (SPLIT_RSS_COUNTING), as
  * get_mm_rss() and /proc/PID/status do; the exit record adds the exiting
  * thread's own cache itself (lifecycle.c).

@@ -199,7 +199,10 @@ static const struct {
 /*
  * The present entries of the top-level table.  mm->pgd is the kernel's
  * copy; with page-table isolation the user half of that copy carries NX
- * (the user copy does not), see pti_set_user_pgtbl().
+ * (the user copy does not), see pti_set_user_pgtbl().  Present is the
+ * entry's own bit, not pgd_present(): with 4-level paging the pgd level is
+ * folded at run time and pgd_present() is always 1, while mm->pgd[] holds
+ * the hardware's top level (PML4), whose present bit is what counts.
  */
 static void tk_vm_pgd(struct seq_file *m, struct mm_struct *mm)
 {
@@ -210,7 +213,7 @@ static void tk_vm_pgd(struct seq_file *m, struct mm_struct *mm)
 		pgdval_t fl = pgd_flags(e);
 		const char *sep = "";
 
-		if (!pgd_present(e))
+		if (!(fl & _PAGE_PRESENT))
 			continue;
 		seq_printf(m, "pgd %u %lx %lx %lx %lx ", i, tk_pgd_start(i),
 			   tk_pgd_start(i) + (BIT(PGDIR_SHIFT) - 1),

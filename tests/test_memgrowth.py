@@ -51,3 +51,19 @@ def test_memapp_script_runs_natively():
     by = {name: f for _, name, f in steps}
     assert by["malloc-small-8"]["small"] == 8 * 64 * 1024
     assert by["malloc-1MiB"]["big"] == 1 << 20 and by["recurse-1024"]["depth"] == 4 << 20
+
+
+def test_compare_backends(steps, tmp_path):
+    """--backend lkm,ebpf: the layout figures compared step by step, and the report."""
+    import dataclasses
+    same = {"lkm": steps, "ebpf": [dataclasses.replace(s) for s in steps]}
+    assert M.compare(same) == []
+    moved = [dataclasses.replace(s, heap=s.heap + 4096) if s.name == "start" else s
+             for s in steps]
+    diffs = M.compare({"lkm": steps, "ebpf": moved})
+    assert diffs == [{"step": "start", "field": "heap", "lkm": steps[0].heap,
+                      "ebpf": steps[0].heap + 4096}]
+    text = M.compare_report(same, [], {"kernel": "6.1.0-56-amd64"})
+    assert "are equal at every step" in text and "![ebpf](ebpf/memgrowth.png)" in text
+    assert "1 differences" in M.compare_report({"lkm": steps, "ebpf": moved}, diffs,
+                                               {"kernel": "x"})

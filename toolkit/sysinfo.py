@@ -81,6 +81,21 @@ def kallsyms_has(*symbols: str) -> dict[str, bool]:
     return {s: s in found for s in symbols}
 
 
+def kallsyms_addr(*symbols: str) -> dict[str, int]:
+    """The addresses /proc/kallsyms gives these symbols (0: absent, or hidden from a
+    non-root reader by kptr_restrict); the first of duplicate names."""
+    want, found = set(symbols), {}
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in want and parts[2] not in found:
+                    found[parts[2]] = int(parts[0], 16)
+    except (OSError, ValueError):
+        pass
+    return {s: found.get(s, 0) for s in symbols}
+
+
 def cap_effective(pid: int | str = "self") -> int:
     """The effective capability mask of a process (CapEff in /proc/PID/status)."""
     for line in (read_text(f"/proc/{pid}/status") or "").splitlines():

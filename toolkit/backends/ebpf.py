@@ -174,6 +174,28 @@ def capture_stderr():
             out.append(tmp.read().decode("utf-8", "replace"))
 
 
+def preflight(source: Path = SOURCE) -> None:
+    """Root, BCC importable, the kernel's headers (BCC compiles against them), the source:
+    what every BCC compile needs (also ebpf/vm.c's, for inspect)."""
+    if os.geteuid() != 0:
+        raise base.BackendError("ebpf backend: loading BPF programs needs root "
+                                f"(euid is {os.geteuid()})", base.LAB_HINT)
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc; never the PyPI 'bcc')
+    except Exception as e:  # ImportError, or libbcc failing to load
+        raise base.BackendError(
+            f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
+            "from a venv made with --system-site-packages", base.LAB_HINT) from None
+    rel = sysinfo.release()
+    build = Path("/lib/modules") / rel / "build"
+    if not build.exists():
+        raise base.BackendError(
+            f"ebpf backend: kernel headers for {rel} are missing ({build}); BCC "
+            f"compiles against them (apt-get install linux-headers-{rel})", base.LAB_HINT)
+    if not source.exists():
+        raise base.BackendError(f"ebpf backend: BPF source {source} not found")
+
+
 # ---------------------------------------------------------------- compiled modules
 
 @dataclasses.dataclass
@@ -212,23 +234,7 @@ class EbpfBackend(base.Backend):
     # ---- start / stop ------------------------------------------------
 
     def _preflight(self):
-        if os.geteuid() != 0:
-            raise base.BackendError("ebpf backend: loading BPF programs needs root "
-                                    f"(euid is {os.geteuid()})", base.LAB_HINT)
-        try:
-            import bcc  # noqa: F401  (Debian's python3-bpfcc; never the PyPI 'bcc')
-        except Exception as e:  # ImportError, or libbcc failing to load
-            raise base.BackendError(
-                f"ebpf backend: cannot import bcc ({e}); install python3-bpfcc and run "
-                "from a venv made with --system-site-packages", base.LAB_HINT) from None
-        rel = sysinfo.release()
-        build = Path("/lib/modules") / rel / "build"
-        if not build.exists():
-            raise base.BackendError(
-                f"ebpf backend: kernel headers for {rel} are missing ({build}); BCC "
-                f"compiles against them (apt-get install linux-headers-{rel})", base.LAB_HINT)
-        if not SOURCE.exists():
-            raise base.BackendError(f"ebpf backend: BPF source {SOURCE} not found")
+        preflight()
 
     def _compile(self, fentry: bool) -> _Module:
         from bcc import BPF
@@ -539,14 +545,8 @@ def procs_module():
     global _PROCS_BPF
     if _PROCS_BPF is not None:
         return _PROCS_BPF
-    if os.geteuid() != 0:
-        raise base.BackendError("ebpf backend: the process table's task iterator needs "
-                                f"root (euid is {os.geteuid()})", base.LAB_HINT)
-    try:
-        from bcc import BPF
-    except Exception as e:
-        raise base.BackendError(f"ebpf backend: cannot import bcc ({e})",
-                                base.LAB_HINT) from None
+    preflight(PROCS_SOURCE)
+    from bcc import BPF
     with capture_stderr() as err:
         try:
             bpf = BPF(src_file=str(PROCS_SOURCE).encode(),

@@ -51,6 +51,8 @@ def environment(parameters: dict) -> dict:
         "machine": os.uname().machine,
         "virtualization": virt,
         "virtualization_detail": how,
+        # single- or multi-threaded TCG (toolkit/lab.py says why 6.12 runs single)
+        "tcg_threads": os.environ.get("TOOLKIT_LAB_TCG") if virt == "tcg" else None,
         "in_lab": os.environ.get("TOOLKIT_IN_LAB") == "1",
         "cpus": os.cpu_count(),
         "toolkit_version": __version__,

@@ -1,5 +1,6 @@
 """`toolkit bench memgrowth`: run bench/memapp.c step by step and sample each step's
-memory layout through a kernel backend (the module's /proc/toolkit/vm) and through /proc.
+memory layout through one or more kernel backends (the module's /proc/toolkit/vm, the
+ebpf side's BPF iterators) and through /proc.
 
 Writes to the run directory: steps.csv (one row per step, the backend's and /proc's
 figures side by side), summary.json, report.md and memgrowth.png (heap against bytes
@@ -74,9 +75,12 @@ def sample(pid: int, n: int, name: str, f: dict[str, int], backend: str) -> Step
                 proc_thp_kib=int(rollup.get("AnonHugePages", ["0"])[0]))
 
 
-def run(memapp: Path, backend: str, progress=None) -> list[Step]:
-    """Drive memapp through its script; one Step per pause."""
-    steps = []
+def run(memapp: Path, backends: str | list[str], progress=None) -> dict[str, list[Step]]:
+    """Drive memapp through its script; at each pause, one Step per backend (memapp waits,
+    so every backend samples the same state)."""
+    if isinstance(backends, str):
+        backends = [backends]
+    steps: dict[str, list[Step]] = {b: [] for b in backends}
     p = subprocess.Popen([str(memapp)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, bufsize=1)
     try:
@@ -84,9 +88,10 @@ def run(memapp: Path, backend: str, progress=None) -> list[Step]:
             if line.strip() == "done":
                 break
             n, name, f = _parse_step(line)
-            steps.append(sample(p.pid, n, name, f, backend))
-            if progress:
-                progress(steps[-1])
+            for b in backends:
+                steps[b].append(sample(p.pid, n, name, f, b))
+                if progress:
+                    progress(b, steps[b][-1])
             p.stdin.write("\n")
             p.stdin.flush()
     finally:
@@ -99,7 +104,7 @@ def run(memapp: Path, backend: str, progress=None) -> list[Step]:
                 p.wait()
     if p.returncode not in (0, None):
         raise BenchError(f"memapp exited with status {p.returncode}")
-    if not steps:
+    if not any(steps.values()):
         raise BenchError("memapp printed no steps")
     return steps
 
@@ -233,21 +238,87 @@ def report(steps: list[Step], f: dict, backend: str, params: dict) -> str:
     return "\n".join(lines)
 
 
-def memgrowth(out_dir: Path, backend: str = "lkm", echo=print) -> dict:
-    from .workload import build
-    bins = build()
-    out_dir.mkdir(parents=True, exist_ok=True)
+# the figures two backends must give alike at a step (RSS moves between two reads)
+SAME_FIELDS = ("heap", "stack_vma", "vmas", "vm_kib")
 
-    def progress(s: Step):
-        echo(f"memgrowth: step {s.step:2d} {s.name:<16} heap {s.heap // KIB:6d} KiB  "
-             f"stack {s.stack_vma // KIB:5d} KiB  rss {s.rss_kib:6d} KiB")
-    steps = run(bins.memapp, backend, progress)
+
+def compare(runs: dict[str, list[Step]]) -> list[dict]:
+    """Step by step, the layout figures on which the backends differ (empty: none)."""
+    names = list(runs)
+    out = []
+    for i, first in enumerate(runs[names[0]]):
+        for other in names[1:]:
+            s = runs[other][i]
+            for fld in SAME_FIELDS:
+                a, b = getattr(first, fld), getattr(s, fld)
+                if a != b:
+                    out.append({"step": first.name, "field": fld, names[0]: a, other: b})
+    return out
+
+
+def compare_report(runs: dict[str, list[Step]], diffs: list[dict], params: dict) -> str:
+    from tabulate import tabulate
+    names = list(runs)
+    rows = []
+    for i, s in enumerate(runs[names[0]]):
+        row = [s.step, s.name]
+        for fld in ("heap", "stack_vma"):
+            row += [getattr(runs[b][i], fld) // KIB for b in names]
+        row += [runs[b][i].rss_kib for b in names] + [s.proc_rss_kib]
+        rows.append(row)
+    headers = ["#", "step"] + [f"heap KiB {b}" for b in names] + \
+        [f"stack KiB {b}" for b in names] + [f"RSS KiB {b}" for b in names] + ["VmRSS KiB"]
+    lines = ["# memgrowth: memapp's layout through " + " and ".join(names), "",
+             f"One memapp run on kernel {params['kernel']}; at each pause every backend "
+             "and /proc sampled the same state (memapp waits for a line). Each backend's "
+             "report and plots: " + ", ".join(f"[{b}]({b}/report.md)" for b in names) + ".",
+             "", "## Do the backends agree?", "",
+             ("Heap (brk - start_brk), the VMA holding start_stack, the VMA count and "
+              "total_vm are equal at every step." if not diffs else
+              f"{len(diffs)} differences in heap / stack VMA / VMA count / total_vm:")]
+    if diffs:
+        lines += ["", tabulate(diffs, headers="keys", tablefmt="github")]
+    lines += ["", "RSS is read by each backend a moment apart (and apart from /proc): "
+              "a page fault in between moves it.", "",
+              tabulate(rows, headers=headers, tablefmt="github"), ""]
+    lines += [f"![{b}]({b}/memgrowth.png)" for b in names] + [""]
+    return "\n".join(lines)
+
+
+def _write_one(out_dir: Path, steps: list[Step], backend: str, params: dict) -> dict:
     f = findings(steps)
-    params = {"backend": backend, "kernel": sysinfo.release(), "argv": sys.argv[1:]}
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(steps, out_dir / "steps.csv")
     plot(steps, out_dir / "memgrowth.png", backend)
     (out_dir / "report.md").write_text(report(steps, f, backend, params))
-    summary = {"format": "toolkit-memgrowth", "version": FORMAT_VERSION, "params": params,
-               "findings": f}
+    summary = {"format": "toolkit-memgrowth", "version": FORMAT_VERSION,
+               "params": {**params, "backend": backend}, "findings": f}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def memgrowth(out_dir: Path, backends: str | list[str] = "lkm", echo=print) -> dict:
+    """One backend: its files in out_dir. Several: each backend's files in
+    out_dir/<backend>/, and out_dir/report.md + summary.json comparing them."""
+    from .workload import build
+    if isinstance(backends, str):
+        backends = [backends]
+    bins = build()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def progress(b: str, s: Step):
+        echo(f"memgrowth: step {s.step:2d} {s.name:<16} {b:<5} heap {s.heap // KIB:6d} KiB  "
+             f"stack {s.stack_vma // KIB:5d} KiB  rss {s.rss_kib:6d} KiB")
+    runs = run(bins.memapp, backends, progress)
+    params = {"backends": backends, "kernel": sysinfo.release(), "argv": sys.argv[1:]}
+    if len(backends) == 1:
+        return _write_one(out_dir, runs[backends[0]], backends[0], params)
+    per = {b: _write_one(out_dir / b, runs[b], b, params) for b in backends}
+    diffs = compare(runs)
+    (out_dir / "report.md").write_text(compare_report(runs, diffs, params))
+    summary = {"format": "toolkit-memgrowth-compare", "version": FORMAT_VERSION,
+               "params": params, "differences": diffs,
+               "findings": per[backends[0]]["findings"],
+               "per_backend": {b: per[b]["findings"] for b in backends}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -150,8 +150,9 @@ def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurre
 
 
 @bench.command()
-@click.option("--backend", type=click.Choice(["lkm", "ebpf"]), default="lkm",
-              show_default=True, help="Which kernel backend samples each step.")
+@click.option("--backend", default="lkm", show_default=True,
+              help="Which kernel backends sample each step: lkm, ebpf, or lkm,ebpf (one "
+                   "memapp run, every step sampled through each).")
 @click.option("--out", default=None,
               help="Run directory: a name under results/ (default memgrowth-<timestamp>), "
                    "or a path inside results/.")
@@ -165,21 +166,24 @@ def memgrowth(backend, out, where):
 
     from .. import lab as L
     from .. import paths
-    if backend == "ebpf":
-        from ..inspect.source import EBPF_MISSING
-        raise ToolkitError(EBPF_MISSING, "use --backend lkm")
+    backends = parse_list(backend, "--backend", allowed=("lkm", "ebpf"))
     if not L.in_lab():
-        reason = "--lab given" if where is True else (needs_lab([backend]) if where is None
+        reason = "--lab given" if where is True else (needs_lab(backends) if where is None
                                                      else None)
         if reason:
             rerun_in_lab(f" ({reason})")
     from ..bench.memgrowth import memgrowth as run
     out_dir = (paths.RESULTS_DIR / (out or dt.datetime.now().strftime("memgrowth-%Y%m%d-%H%M%S"))
                if not out or "/" not in out else Path(out).resolve())
-    summary = run(out_dir, backend, echo=lambda m: click.echo(m, err=True))
+    summary = run(out_dir, backends, echo=lambda m: click.echo(m, err=True))
     f = summary["findings"]
     click.echo(f"heap grew {f['heap_growth_small']} B for {f['bytes_malloced_small']} B "
                f"malloc'd below the threshold; a 1 MiB malloc moved it {f['heap_move_1mib']} B")
+    if "differences" in summary:
+        d = summary["differences"]
+        click.echo(f"{' and '.join(backends)}: "
+                   + ("the same heap, stack VMA, VMA count and total_vm at every step"
+                      if not d else f"{len(d)} differences (see report.md)"))
     click.echo(f"run directory: {out_dir}")
 
 

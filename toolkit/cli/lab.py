@@ -52,6 +52,7 @@ def lab_info(kernel):
     acc = i.get("accel") or {}
     rows = [("kernel", i.get("kernel", "-")), ("headers", i.get("headers", False)),
             ("accelerator", f"{acc.get('name', '?')}: {acc.get('reason', '')}"),
+            ("TCG threads", acc.get("threads", "-")),
             ("virtme-ng", i.get("vng") or "missing"), ("qemu", i.get("qemu") or "missing")]
     if "error" in i:
         rows.append(("error", i["error"]))

@@ -8,6 +8,7 @@ reasons it may legitimately differ.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 
 from .. import sysinfo
 from .layout import Layout, Vma
@@ -15,7 +16,7 @@ from .layout import Layout, Vma
 WHY_COUNTER = ("sampled at a different instant; on 6.1 the RSS counters are also cached "
                "per thread (up to 64 page events) before they reach the mm; from 6.2 they "
                "are per-CPU counters, which /proc/PID/status sums only from 6.16 (and "
-               "6.12.y backports) while the module always sums them")
+               "6.12.y backports) while both backends always sum them")
 WHY_ADDRESS = "the process changed its layout between the samples (brk, mmap, exec)"
 
 
@@ -135,9 +136,11 @@ def _vma_rows(lay: Layout, samples: list[ProcSample]) -> list[Row]:
                     " / ".join(map(str, dict.fromkeys(counts))), mc in counts,
                     "" if mc in counts else WHY_ADDRESS))
     mine = {_key(v) for v in lay.vmas}
-    best = min(samples, key=lambda s: len(mine ^ {_mkey(m) for m in s.maps
+    # names the backend could not give as maps does are compared by their base name
+    inexact = {v.start for v in lay.vmas if not v.name_exact}
+    best = min(samples, key=lambda s: len(mine ^ {_mkey(m, inexact) for m in s.maps
                                                  if m.name != "[vsyscall]"}))
-    theirs = {_mkey(m) for m in best.maps if m.name != "[vsyscall]"}
+    theirs = {_mkey(m, inexact) for m in best.maps if m.name != "[vsyscall]"}
     diff = sorted(mine ^ theirs)
     rows.append(Row("VMAs (start, end, perms, name) = maps", f"{len(mine)} VMAs",
                     f"{len(theirs)} lines", not diff,
@@ -151,11 +154,13 @@ def _vma_rows(lay: Layout, samples: list[ProcSample]) -> list[Row]:
 
 
 def _key(v: Vma) -> tuple:
-    return (v.start, v.end, v.perms, "" if v.name == "anon" else v.name)
+    name = "" if v.name == "anon" else v.name
+    return (v.start, v.end, v.perms, name if v.name_exact else posixpath.basename(name))
 
 
-def _mkey(m: sysinfo.MapsLine) -> tuple:
-    return (m.start, m.end, m.perms, m.name)
+def _mkey(m: sysinfo.MapsLine, inexact: set[int] = frozenset()) -> tuple:
+    return (m.start, m.end, m.perms,
+            posixpath.basename(m.name) if m.start in inexact else m.name)
 
 
 def check(lay: Layout, before: ProcSample | None, after: ProcSample | None) -> list[Row]:

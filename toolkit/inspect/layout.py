@@ -23,6 +23,9 @@ class Vma:
     perms: str          # rwxp / rwxs
     pgoff: int          # in pages
     name: str           # a path, [heap], [stack], [vdso], [vvar], or anon
+    # False when the backend could not name the file as maps does (ebpf on >= 6.8: an
+    # overlayfs backing file by its real path): --check then compares the base name
+    name_exact: bool = True
 
     @property
     def size(self) -> int:
@@ -54,6 +57,9 @@ class Layout:
     counters: dict[str, int]
     vmas: list[Vma]
     pgd: list[PgdEntry]
+    backend: str = "lkm"
+    # what this backend read differently from the module, or could not read (ebpf)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def kib(self, counter: str) -> int:
         return self.counters[counter] * self.page_size // 1024

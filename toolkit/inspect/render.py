@@ -18,8 +18,8 @@ def _size(n: int) -> str:
 
 
 def to_json(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> dict:
-    d = {"format": "toolkit-inspect", "version": FORMAT_VERSION,
-         "pid": lay.tgid, "tid": lay.tid, "comm": lay.comm, "page_size": lay.page_size,
+    d = {"format": "toolkit-inspect", "version": FORMAT_VERSION, "backend": lay.backend,
+         "notes": list(lay.notes), "pid": lay.tgid, "tid": lay.tid, "comm": lay.comm, "page_size": lay.page_size,
          "paging_levels": lay.paging_levels,
          "regions": {k: {"start": s, "end": e, "size": e - s}
                      for k, (s, e) in lay.regions.items()},
@@ -35,7 +35,9 @@ def to_json(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> dict:
 
 def to_text(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> str:
     out = [f"pid {lay.tgid} ({lay.comm}), {lay.paging_levels}-level paging, "
-           f"pages of {lay.page_size} B", ""]
+           f"pages of {lay.page_size} B, read by {lay.backend}"]
+    out += [f"note: {n}" for n in lay.notes]
+    out.append("")
     reg = []
     for k in REGIONS:
         if k not in lay.regions:
@@ -53,7 +55,9 @@ def to_text(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> str:
     out.append(tabulate(cnt, headers=["counter", "pages", "size"]))
     if vmas:
         out.append("")
-        out.append(tabulate([(f"{v.start:#x}", f"{v.end:#x}", _size(v.size), v.perms, v.name)
+        # a name the backend could not give as maps does is marked (see the notes)
+        out.append(tabulate([(f"{v.start:#x}", f"{v.end:#x}", _size(v.size), v.perms,
+                              v.name if v.name_exact else f"{v.name} (*)")
                              for v in lay.vmas],
                             headers=["start", "end", "size", "perms", "backing"]))
     if pgd:
@@ -73,5 +77,5 @@ def to_text(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> str:
         out.append(f"check against /proc/{lay.tgid}: "
                    + ("every field agrees" if not bad else f"{bad} of {len(rows)} differ"))
         out.append(tabulate([(r.field, r.module, r.proc, "agree" if r.agree else r.note)
-                             for r in rows], headers=["field", "module", "/proc", "verdict"]))
+                             for r in rows], headers=["field", lay.backend, "/proc", "verdict"]))
     return "\n".join(out)

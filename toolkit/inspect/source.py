@@ -1,7 +1,8 @@
 """Reading one pid's Layout through a backend.
 
 lkm: open /proc/toolkit/vm, write the pid, seek to 0, read (the selection belongs to that
-open file). ebpf: not implemented; see EBPF_MISSING.
+open file). ebpf: ebpf/vm.c's task and task_vma iterators (ebpf_source.py), whose output
+is the module's text.
 """
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ import os
 from .. import sysinfo
 from ..errors import BackendError, ToolkitError
 from .layout import Layout, LayoutError, parse_layout
-
-EBPF_MISSING = ("the ebpf backend has no `inspect` yet: the regions, counters and VMAs would "
-                "come from a BPF task_vma iterator, the top-level entries from mm->pgd via "
-                "bpf_probe_read_kernel; none of that is written")
-
 
 class InspectError(ToolkitError):
     """A pid that cannot be inspected (no such process, a kernel thread, gone)."""
@@ -81,11 +77,12 @@ def read_vm_text(pid: int) -> str:
 
 
 def read_layout(pid: int, backend: str = "lkm") -> Layout:
-    if backend == "ebpf":
-        raise BackendError(EBPF_MISSING, hint="use --backend lkm")
-    if backend != "lkm":
+    if backend not in ("lkm", "ebpf"):
         raise BackendError(f"unknown backend {backend!r} for inspect", hint="lkm or ebpf")
     check_pid(pid)
+    if backend == "ebpf":
+        from .ebpf_source import read_layout_ebpf
+        return read_layout_ebpf(pid)
     from ..backends import lkm
     if not lkm.is_loaded():
         lkm.load()
