@@ -27,7 +27,8 @@
  * source file, not in included headers.
  *
  * Compiled with (see toolkit/backends/ebpf.py):
- *   -I<repo>/include
+ *   -I<repo>/include -I<repo>/ebpf (tk_task.h: task and mm readers shared
+ *   with procs.c)
  *   -DTK_TRANSPORT_RINGBUF=1 -DTK_RINGBUF_PAGES=<power of two>, or
  *   -DTK_TRANSPORT_PERF=1 (perf pages are chosen by user space at open time)
  *   -DTK_WITH_FENTRY=1 when the kernel supports BPF trampolines
@@ -48,6 +49,7 @@
 
 #include "toolkit_record.h"
 #include "tk_mm.h"	/* tk_mm_counter(), shared with vm.c */
+#include "tk_task.h"	/* uid, kthread, tk_mm_rss(): shared with procs.c */
 
 /*
  * The counters of TK_COUNTER_KINDS (the header's, shared with the module),
@@ -82,27 +84,6 @@ static __always_inline void tk_count(u32 type, u32 kind)
 	 */
 	if (val)
 		__sync_fetch_and_add(val, 1);
-}
-
-static __always_inline u32 tk_task_uid(struct task_struct *t)
-{
-	const struct cred *cred = NULL;
-	u32 uid = 0;
-
-	/* real uid (cred->uid) of the objective credentials, init user ns */
-	bpf_probe_read_kernel(&cred, sizeof(cred), &t->real_cred);
-	if (cred)
-		bpf_probe_read_kernel(&uid, sizeof(uid), &cred->uid.val);
-	return uid;
-}
-
-/* true if task t is a kernel thread (never reported) */
-static __always_inline int tk_is_kthread(struct task_struct *t)
-{
-	unsigned int flags = 0;
-
-	bpf_probe_read_kernel(&flags, sizeof(flags), &t->flags);
-	return flags & PF_KTHREAD;
 }
 
 /* The fields every record carries, read from task t. */
@@ -151,9 +132,7 @@ static __always_inline void tk_fill_exit(struct tk_record *r,
 	bpf_probe_read_kernel(&mm, sizeof(mm), &t->mm);
 	if (mm) {
 		unsigned long hiwater = 0;
-		long rss = tk_mm_counter(mm, MM_FILEPAGES) +
-			   tk_mm_counter(mm, MM_ANONPAGES) +
-			   tk_mm_counter(mm, MM_SHMEMPAGES);
+		long rss = tk_mm_rss(mm);
 #ifdef SPLIT_RSS_COUNTING
 		/*
 		 * <= 6.1: each thread caches up to 64 counter updates and

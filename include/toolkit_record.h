@@ -131,6 +131,50 @@
 	Q(HEAP, 1, "heap")		\
 	Q(FILES, 2, "files")
 
+/*
+ * One row of the process table as the eBPF task iterator (ebpf/procs.c)
+ * writes it with bpf_seq_write(): the columns the module prints as text in
+ * /proc/toolkit/processes, the same values read the same way (see both
+ * files).  Shared here because Python decodes it (toolkit/schema.py,
+ * checked by tests/test_schema.py like struct tk_record); fields only
+ * appended, TK_PROC_VERSION bumped on any change; ordered to have no
+ * padding.
+ *  F(type, name, "doc")            a scalar
+ *  A(type, name, count, "doc")     a fixed-size array
+ */
+#define TK_PROC_VERSION		1
+
+/*
+ * Bits of a row's flags.
+ *  CPU_PARTIAL  more threads than the walk's bound: cpu_ns sums the first
+ *               ones only
+ */
+#define TK_PROC_FLAG_CPU_PARTIAL	0x1
+
+#define TK_PROC_FIELDS(F, A)						\
+	F(__u64, start_ns, "leader's start time, CLOCK_MONOTONIC ns")	\
+	F(__u64, cpu_ns, "scheduler runtime of the live threads plus "	\
+	  "signal->sum_sched_runtime, ns")				\
+	F(__u64, rss_kib, "resident set size, KiB (get_mm_rss)")	\
+	F(__u64, hiwater_rss_kib, "peak RSS, KiB "			\
+	  "(get_mm_hiwater_rss)")					\
+	F(__u64, total_vm_kib, "mapped virtual memory, KiB")		\
+	F(__u32, pid, "thread group id (user-space PID)")		\
+	F(__u32, ppid, "tgid of the real parent")			\
+	F(__u32, uid, "real uid, initial user namespace")		\
+	F(__u32, threads, "live threads (signal->nr_threads)")		\
+	F(__u32, state, "task_state_to_char() of the leader, ASCII")	\
+	F(__u32, flags, "TK_PROC_FLAG_* bits")				\
+	A(char, comm, TK_COMM_LEN, "leader's comm, NUL padded")
+
+struct tk_proc_row {
+#define TK_DECLARE_SCALAR(type, name, doc)		type name;
+#define TK_DECLARE_ARRAY(type, name, count, doc)	type name[count];
+	TK_PROC_FIELDS(TK_DECLARE_SCALAR, TK_DECLARE_ARRAY)
+#undef TK_DECLARE_SCALAR
+#undef TK_DECLARE_ARRAY
+};
+
 struct tk_record {
 #define TK_DECLARE_SCALAR(type, name, doc)		type name;
 #define TK_DECLARE_ARRAY(type, name, count, doc)	type name[count];

@@ -113,3 +113,43 @@ def test_capture_stderr():
     with ebpf.capture_stderr() as err:
         os.write(2, b"verifier says no\n")
     assert err == ["verifier says no\n"]
+
+
+def _proc_row(**kw):
+    import struct
+    row = dict(start_ns=5, cpu_ns=7, rss_kib=64, hiwater_rss_kib=96, total_vm_kib=128,
+               pid=42, ppid=1, uid=4242, threads=2, state=ord("S"), flags=0, comm=b"sleeper")
+    row.update(kw)
+    return struct.pack(schema.PROC_STRUCT_FORMAT, *row.values())
+
+
+MEMINFO = "MemTotal: 4000 kB\nMemFree: 1000 kB\nBuffers: 100 kB\nCached: 900 kB\n" \
+          "MemAvailable: 2000 kB\n"
+
+
+def test_iter_snapshot_rows_become_procinfo_by_pid():
+    snap = ebpf.iter_snapshot(_proc_row(pid=43, state=ord("R"), comm=b"busy") + _proc_row(),
+                              MEMINFO)
+    assert [p.pid for p in snap.processes] == [42, 43]
+    assert snap.processes[0] == base.ProcInfo(
+        pid=42, ppid=1, uid=4242, comm="sleeper", state="S", rss_kib=64,
+        hiwater_rss_kib=96, total_vm_kib=128, cpu_ns=7, start_ns=5, threads=2)
+    assert snap.processes[1].state == "R"
+    assert snap.source["processes"] == "kernel: BPF task iterator (ebpf/procs.c)"
+    assert "/proc/meminfo" in snap.source["meminfo"]
+    assert (snap.meminfo.total_kib, snap.meminfo.used_kib) == (4000, 2000)
+
+
+def test_iter_snapshot_names_rows_whose_thread_walk_was_cut_short():
+    flag = schema.PROC_FLAGS["CPU_PARTIAL"]
+    snap = ebpf.iter_snapshot(_proc_row(pid=7, flags=flag) + _proc_row(), MEMINFO)
+    assert "first threads only for 1 process(es)" in snap.source["processes"]
+    assert "[7]" in snap.source["processes"]
+    with pytest.raises(ValueError):
+        ebpf.iter_snapshot(_proc_row()[:-3], MEMINFO)
+
+
+def test_cflags_find_the_shared_bpf_header():
+    o = ebpf.resolve_options(release="6.1.0")
+    assert f"-I{ebpf.EBPF_DIR}" in ebpf.cflags(o, fentry=False)
+    assert (ebpf.EBPF_DIR / "tk_task.h").exists() and ebpf.PROCS_SOURCE.exists()

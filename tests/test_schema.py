@@ -36,6 +36,13 @@ int main(void)
 	TK_CONFIG_SLOTS(C)
 #define Q(name, value, text) printf("quota %s %d %d\n", text, TK_QUOTA_##name, value);
 	TK_QUOTA_KINDS(Q)
+	printf("proc_version %d\n", TK_PROC_VERSION);
+	printf("proc_size %zu\n", sizeof(struct tk_proc_row));
+	printf("proc_flag_cpu_partial %d\n", TK_PROC_FLAG_CPU_PARTIAL);
+#define PF(type, name, doc) printf("pfield %s %zu %zu\n", #name, \
+	offsetof(struct tk_proc_row, name), sizeof(((struct tk_proc_row *)0)->name));
+#define PA(type, name, n, doc) PF(type, name, doc)
+	TK_PROC_FIELDS(PF, PA)
 	printf("filter_off %llu\n", (unsigned long long)TK_FILTER_OFF);
 	printf("filter_uid0 %llu\n", (unsigned long long)TK_FILTER_ENCODE(0));
 	printf("passes_off %d\n", TK_FILTER_PASSES(TK_FILTER_OFF, 7));
@@ -58,6 +65,7 @@ def c_layout(tmp_path_factory):
                     str(d / "probe.c")], check=True)
     out = subprocess.run([str(d / "probe")], capture_output=True, text=True, check=True).stdout
     fields, events, flags, info = {}, {}, {}, {}
+    info["pfields"] = {}
     info["kinds"], info["hooks"], info["slots"], info["quotas"] = [], [], {}, {}
     for line in out.splitlines():
         kind, *rest = line.split()
@@ -69,6 +77,8 @@ def c_layout(tmp_path_factory):
             info["quotas"][rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "slot":
             info["slots"][rest[0]] = int(rest[1])
+        elif kind == "pfield":
+            info["pfields"][rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "field":
             fields[rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "event":
@@ -193,6 +203,36 @@ def _rec(**kw):
                 quota_pad=0)
     base.update(kw)
     return schema.Record(**base)
+
+
+def test_proc_row_layout_matches_c(c_layout):
+    info = c_layout[0]
+    assert schema.PROC_VERSION == info["proc_version"]
+    assert schema.PROC_ROW_SIZE == info["proc_size"] == 80
+    assert schema.PROC_FIELD_NAMES == list(info["pfields"])
+    offs = schema.proc_offsets()
+    for name, (off, size) in info["pfields"].items():
+        assert offs[name] == off, name
+        ctype, count = schema.PROC_FIELD_CTYPES[name]
+        assert (count or {"__u64": 8, "__u32": 4}[ctype]) == size, name
+    assert schema.PROC_FLAGS == {"CPU_PARTIAL": info["proc_flag_cpu_partial"]}
+    assert "CPU_PARTIAL" not in schema.FLAGS       # the record's flags stay apart
+
+
+def test_proc_rows_unpack_and_reject_a_partial_row():
+    import struct
+    fmt = schema.PROC_STRUCT_FORMAT
+    raw = (struct.pack(fmt, 5, 7_000_000, 65536, 70000, 80000, 42, 1, 4242, 3, ord("R"), 1,
+                       b"busy loop") +
+           struct.pack(fmt, 6, 0, 4, 4, 8, 43, 42, 0, 1, ord("S"), 0, b"x" * 16))
+    a, b = schema.unpack_proc_rows(raw)
+    assert a == dict(start_ns=5, cpu_ns=7_000_000, rss_kib=65536, hiwater_rss_kib=70000,
+                     total_vm_kib=80000, pid=42, ppid=1, uid=4242, threads=3, state="R",
+                     flags=schema.PROC_FLAGS["CPU_PARTIAL"], comm="busy loop")
+    assert (b["state"], b["comm"]) == ("S", "x" * 16)
+    assert schema.unpack_proc_rows(b"") == []
+    with pytest.raises(ValueError, match="whole number"):
+        schema.unpack_proc_rows(raw[:-1])
 
 
 def test_binary_roundtrip():

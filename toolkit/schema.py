@@ -39,14 +39,9 @@ def _define(text: str, name: str) -> str:
     return m.group(1).strip()
 
 
-def _parse(text: str):
-    version = int(_define(text, "TK_RECORD_VERSION"))
-    comm_len = int(_define(text, "TK_COMM_LEN"))
-    consts = {"TK_COMM_LEN": comm_len}
-    types = [(n, int(v), t) for n, v, t in
-             re.findall(r'X\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_EVENT_TYPES\(X\)"))]
-    body = _define(text, r"TK_RECORD_FIELDS\(F, A\)")
-    fields = []  # (name, ctype, count or None)
+def _fields(body: str, consts: dict) -> list:
+    """An F()/A() X-macro field list -> [(name, ctype, count or None)], in order."""
+    fields = []
     for kind, args in re.findall(r"\b([FA])\(([^\"]*?),\s*\"", body):
         parts = [p.strip() for p in args.split(",")]
         if kind == "F":
@@ -54,6 +49,16 @@ def _parse(text: str):
         else:
             count = parts[2]
             fields.append((parts[1], parts[0], consts.get(count) or int(count)))
+    return fields
+
+
+def _parse(text: str):
+    version = int(_define(text, "TK_RECORD_VERSION"))
+    comm_len = int(_define(text, "TK_COMM_LEN"))
+    consts = {"TK_COMM_LEN": comm_len}
+    types = [(n, int(v), t) for n, v, t in
+             re.findall(r'X\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(text, r"TK_EVENT_TYPES\(X\)"))]
+    fields = _fields(_define(text, r"TK_RECORD_FIELDS\(F, A\)"), consts)
     flags = {n: int(v, 0) for n, v in re.findall(r"^#define\s+TK_FLAG_(\w+)\s+(0x[0-9a-fA-F]+|\d+)",
                                                  text, re.M)}
     kinds = [(n, int(i), t) for n, i, t in re.findall(
@@ -207,3 +212,45 @@ def as_dict(rec: "Record") -> dict:
     d = dataclasses.asdict(rec)
     d["event"] = rec.event
     return d
+
+
+# ---------------------------------------------------------------- process table rows
+# struct tk_proc_row (TK_PROC_FIELDS): one process as the eBPF task iterator
+# (ebpf/procs.c) writes it; the same columns as the module's /proc/toolkit/processes.
+
+_TEXT = _read_header()
+PROC_VERSION = int(_define(_TEXT, "TK_PROC_VERSION"))
+_PROC_FIELDS = _fields(_define(_TEXT, r"TK_PROC_FIELDS\(F, A\)"), {"TK_COMM_LEN": COMM_LEN})
+PROC_FIELD_NAMES = [name for name, _, _ in _PROC_FIELDS]
+PROC_FIELD_CTYPES = {name: (ctype, count) for name, ctype, count in _PROC_FIELDS}
+PROC_FLAGS = {n: int(v, 0) for n, v in re.findall(
+    r"^#define\s+TK_PROC_FLAG_(\w+)\s+(0x[0-9a-fA-F]+|\d+)", _TEXT, re.M)}
+PROC_STRUCT_FORMAT = "=" + "".join(
+    (f"{count}s" if count else _CTYPES[ctype]) for _, ctype, count in _PROC_FIELDS)
+PROC_ROW_SIZE = struct.calcsize(PROC_STRUCT_FORMAT)
+_PROC_STRUCT = struct.Struct(PROC_STRUCT_FORMAT)
+
+
+def proc_offsets() -> dict[str, int]:
+    """Byte offset of each field in struct tk_proc_row."""
+    out, off = {}, 0
+    for name, ctype, count in _PROC_FIELDS:
+        out[name] = off
+        off += struct.calcsize("=" + (f"{count}s" if count else _CTYPES[ctype]))
+    return out
+
+
+def unpack_proc_rows(buf: bytes) -> list[dict]:
+    """Decode back-to-back struct tk_proc_row; the state field becomes its letter and
+    comm a str. A length that is not a whole number of rows is an error (a truncated
+    read), never silently cut."""
+    if len(buf) % PROC_ROW_SIZE:
+        raise ValueError(f"{len(buf)} bytes is not a whole number of "
+                         f"{PROC_ROW_SIZE}-byte process rows")
+    out = []
+    for values in _PROC_STRUCT.iter_unpack(buf):
+        row = dict(zip(PROC_FIELD_NAMES, values))
+        row["comm"] = _decode_comm(row["comm"])
+        row["state"] = chr(row["state"]) if 0 < row["state"] < 128 else "?"
+        out.append(row)
+    return out

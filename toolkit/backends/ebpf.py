@@ -41,9 +41,15 @@ from pathlib import Path
 
 from .. import schema, sysinfo
 from ..paths import EBPF_DIR, INCLUDE_DIR
-from . import base
+from . import base, bpf_iter
 
 SOURCE = EBPF_DIR / "lifecycle.c"
+PROCS_SOURCE = EBPF_DIR / "procs.c"
+# the process table's sources: the task iterator's rows come from the kernel; meminfo
+# has no BPF counterpart worth a program (the module's is si_meminfo, /proc/meminfo's too)
+ITER_SNAPSHOT_SOURCE = {
+    "processes": "kernel: BPF task iterator (ebpf/procs.c)",
+    "meminfo": "user space: /proc/meminfo"}
 PROBES = ("kprobe", "tracepoint", "fentry")
 TRANSPORTS = ("auto", "ringbuf", "perf")
 DEFAULT_PAGES = {"ringbuf": 256, "perf": 64}
@@ -491,4 +497,67 @@ class EbpfBackend(base.Backend):
     # ---- snapshot -------------------------------------------------------
 
     def snapshot(self) -> base.Snapshot:
-        return base.proc_snapshot()
+        """The process table from the BPF task iterator (ebpf/procs.c) on kernels that
+        have one (>= 5.8), else from /proc; `source` names which."""
+        if not bpf_iter.supported("task"):
+            snap = base.proc_snapshot()
+            snap.source["processes"] += (f" (kernel {sysinfo.release()} has no BPF task "
+                                         "iterator: needs >= 5.8)")
+            return snap
+        bpf = procs_module()
+        with capture_stderr() as err:
+            try:
+                raw = bpf_iter.read(bpf, "task")
+            except base.BackendError as e:
+                failure = e
+            else:
+                failure = None
+        if failure is not None:
+            log = log_tail(err[0])
+            raise base.BackendError(f"ebpf backend: the process table's task iterator: "
+                                    f"{failure}" + (f"\n{log}" if log else ""), base.LAB_HINT)
+        return iter_snapshot(raw, sysinfo.read_text("/proc/meminfo", ""))
+
+
+def iter_snapshot(raw: bytes, meminfo_text: str) -> base.Snapshot:
+    """A Snapshot from the iterator's rows (struct tk_proc_row) and /proc/meminfo."""
+    rows = schema.unpack_proc_rows(raw)
+    procs = [base.ProcInfo(pid=r["pid"], ppid=r["ppid"], uid=r["uid"], comm=r["comm"],
+                           state=r["state"], rss_kib=r["rss_kib"],
+                           hiwater_rss_kib=r["hiwater_rss_kib"],
+                           total_vm_kib=r["total_vm_kib"], cpu_ns=r["cpu_ns"],
+                           start_ns=r["start_ns"], threads=r["threads"]) for r in rows]
+    source = dict(ITER_SNAPSHOT_SOURCE)
+    partial = [r["pid"] for r in rows if r["flags"] & schema.PROC_FLAGS["CPU_PARTIAL"]]
+    if partial:     # counted and named, never silent
+        source["processes"] += (f"; CPU time of the first threads only for {len(partial)} "
+                                f"process(es) with too many threads: {partial[:5]}")
+    return base.Snapshot(processes=sorted(procs, key=lambda p: p.pid),
+                         meminfo=base.meminfo_from_proc(meminfo_text), source=source)
+
+
+_PROCS_BPF = None
+
+
+def procs_module():
+    """ebpf/procs.c compiled once per process (a BCC compile is ~40 s under TCG) and
+    kept: every snapshot runs its iterator program again, a new walk each time."""
+    global _PROCS_BPF
+    if _PROCS_BPF is not None:
+        return _PROCS_BPF
+    preflight(PROCS_SOURCE)
+    from bcc import BPF
+    with capture_stderr() as err:
+        try:
+            bpf = BPF(src_file=str(PROCS_SOURCE).encode(),
+                      cflags=[f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"])
+        except Exception as e:
+            failure = e
+        else:
+            failure = None
+    if failure is not None:
+        raise base.BackendError(
+            f"ebpf backend: BCC failed to compile {PROCS_SOURCE.name} ({failure}):\n"
+            f"{log_tail(err[0])}", base.LAB_HINT)
+    _PROCS_BPF = bpf
+    return bpf
