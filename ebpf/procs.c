@@ -40,26 +40,12 @@
 #include "toolkit_record.h"
 #include "tk_mm.h"
 #include "tk_task.h"
+#include "tk_iter.h"
 
 /* bound of the thread walk; 2 branches per step keeps the verifier's
  * pending-state count (8192 on 6.1) well clear */
 #define TK_PROC_MAX_THREADS	1024
 
-/*
- * The iterator's context, as the kernel defines it (kernel/bpf/task_iter.c;
- * not in any header BCC compiles against).  The verifier checks accesses to
- * it against the kernel's BTF.
- */
-struct bpf_iter_meta {
-	struct seq_file *seq;
-	u64 session_id;
-	u64 seq_num;
-};
-
-struct bpf_iter__task {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
-};
 
 /*
  * task_state_to_char(): __task_state_index() (include/linux/sched.h, the

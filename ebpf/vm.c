@@ -53,25 +53,7 @@
 #include <asm/pgtable_types.h>
 
 #include "tk_mm.h"
-
-/* The iterators' contexts, as kernel/bpf/task_iter.c defines them; the
- * verifier checks accesses against the kernel's BTF of the same names. */
-struct bpf_iter_meta {
-	struct seq_file *seq;
-	u64 session_id;
-	u64 seq_num;
-};
-
-struct bpf_iter__task {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
-};
-
-struct bpf_iter__task_vma {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
-	struct vm_area_struct *vma;
-};
+#include "tk_iter.h"
 
 /*
  * What user space tells the programs: the pid, and the addresses (from

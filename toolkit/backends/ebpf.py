@@ -196,6 +196,29 @@ def preflight(source: Path = SOURCE) -> None:
         raise base.BackendError(f"ebpf backend: BPF source {source} not found")
 
 
+def compile_source(source: Path, cflags: list[str], bpf_class=None, what: str = "ebpf backend",
+                   hint: str = base.LAB_HINT):
+    """Compile a BCC source (the caller has run preflight()); a failure is a
+    BackendError carrying the tail of what clang / the verifier printed."""
+    if bpf_class is None:
+        from bcc import BPF as bpf_class
+    with capture_stderr() as err:
+        try:
+            bpf = bpf_class(src_file=str(source).encode(), cflags=cflags)
+        except Exception as e:
+            failure = e
+        else:
+            failure = None
+    if failure is not None:
+        raise base.BackendError(f"{what}: BCC failed to compile {source.name} ({failure}):\n"
+                                f"{log_tail(err[0])}", hint)
+    return bpf
+
+
+# flags of the iterator programs' compiles (procs.c, vm.c)
+ITER_CFLAGS = [f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"]
+
+
 # ---------------------------------------------------------------- compiled modules
 
 @dataclasses.dataclass
@@ -250,17 +273,7 @@ class EbpfBackend(base.Backend):
         if cached and not cached.in_use:
             return cached
         t0 = time.monotonic()
-        with capture_stderr() as err:
-            try:
-                bpf = NoAutoloadBPF(src_file=str(SOURCE).encode(), cflags=flags)
-            except Exception as e:
-                failure = e
-            else:
-                failure = None
-        if failure is not None:
-            raise base.BackendError(
-                f"ebpf backend: BCC failed to compile {SOURCE.name} ({failure}):\n"
-                f"{log_tail(err[0])}", base.LAB_HINT)
+        bpf = compile_source(SOURCE, flags, NoAutoloadBPF)
         mod = _Module(bpf=bpf, transport=self.opts.transport,
                       compile_s=time.monotonic() - t0)
         if cached is None:
@@ -546,18 +559,5 @@ def procs_module():
     if _PROCS_BPF is not None:
         return _PROCS_BPF
     preflight(PROCS_SOURCE)
-    from bcc import BPF
-    with capture_stderr() as err:
-        try:
-            bpf = BPF(src_file=str(PROCS_SOURCE).encode(),
-                      cflags=[f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"])
-        except Exception as e:
-            failure = e
-        else:
-            failure = None
-    if failure is not None:
-        raise base.BackendError(
-            f"ebpf backend: BCC failed to compile {PROCS_SOURCE.name} ({failure}):\n"
-            f"{log_tail(err[0])}", base.LAB_HINT)
-    _PROCS_BPF = bpf
-    return bpf
+    _PROCS_BPF = compile_source(PROCS_SOURCE, ITER_CFLAGS)
+    return _PROCS_BPF

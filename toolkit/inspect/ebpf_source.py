@@ -19,7 +19,7 @@ import time
 
 from .. import sysinfo
 from ..errors import BackendError
-from ..paths import EBPF_DIR, INCLUDE_DIR
+from ..paths import EBPF_DIR
 from .layout import Layout, LayoutError, parse_layout
 
 SOURCE = EBPF_DIR / "vm.c"
@@ -53,28 +53,15 @@ def _module():
     if _BPF is not None:
         return _BPF
     from ..backends import bpf_iter
-    from ..backends.ebpf import capture_stderr, log_tail
     for target in ("task", "task_vma"):
         if not bpf_iter.supported(target):
             raise BackendError(f"the ebpf side of inspect needs the BPF {target} iterator "
                                f"(kernel >= {'.'.join(map(str, bpf_iter.MIN_KERNEL[target]))}"
                                f"), this is {sysinfo.release()}", hint="use --backend lkm")
-    from ..backends.ebpf import preflight
+    from ..backends.ebpf import ITER_CFLAGS, compile_source, preflight
     preflight(SOURCE)
-    from bcc import BPF
-    with capture_stderr() as err:
-        try:
-            bpf = BPF(src_file=str(SOURCE).encode(),
-                      cflags=[f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"])
-        except Exception as e:
-            failure = e
-        else:
-            failure = None
-    if failure is not None:
-        raise BackendError(f"BCC failed to compile {SOURCE.name} ({failure}):\n"
-                           f"{log_tail(err[0])}", hint="add --lab")
-    _BPF = bpf
-    return bpf
+    _BPF = compile_source(SOURCE, ITER_CFLAGS, what="inspect (ebpf)", hint="add --lab")
+    return _BPF
 
 
 def _configure(bpf, pid: int) -> dict[str, int]:
