@@ -103,6 +103,10 @@ class Backend(abc.ABC):
     event_time: ClassVar[str] = "kernel"
     # Event types (schema names) the interface reports at all; None: all of them.
     event_types: ClassVar[frozenset[str] | None] = None
+    # Whether snapshot() needs start() first (the module loaded, ...). False where the
+    # table has its own source (the ebpf backend's task iterator): `toolkit mem` then
+    # does not compile and attach the event programs it never reads.
+    snapshot_needs_start: ClassVar[bool] = True
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid

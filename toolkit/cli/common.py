@@ -128,6 +128,20 @@ def open_backend(name: str, **options):
     return b
 
 
+def snapshot_of(name: str, **options):
+    """One process-table snapshot through backend `name`, started only if its snapshot
+    needs it (Backend.snapshot_needs_start) and stopped again."""
+    from ..backends import get_backend
+    b = get_backend(name, **options)
+    if not b.snapshot_needs_start:
+        return b.snapshot()
+    b.start()
+    try:
+        return b.snapshot()
+    finally:
+        b.stop()
+
+
 def status_text(status: int) -> str:
     """wait(2) status as the shell shows it: the exit code, or SIGNAME for a signal death."""
     if status & 0x7F:
@@ -140,4 +154,4 @@ def status_text(status: int) -> str:
 
 __all__ = ["BACKENDS", "ToolkitError", "LabError", "parse_list", "parse_backends",
            "lab_option", "rerun_in_lab", "needs_lab", "backend_options", "options_for",
-           "open_backend", "status_text", "probe_variants"]
+           "open_backend", "snapshot_of", "status_text", "probe_variants"]

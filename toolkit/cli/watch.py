@@ -8,7 +8,8 @@ import time
 
 import click
 
-from .common import backend_options, open_backend, options_for, rerun_in_lab, status_text
+from .common import (backend_options, open_backend, options_for, rerun_in_lab,
+                     snapshot_of, status_text)
 
 
 WATCH_COLS = [("time_s", 10), ("event", 6), ("pid", 7), ("tgid", 7), ("ppid", 7), ("uid", 6),
@@ -115,11 +116,7 @@ def mem(backend, probe, uid, lab, fmt, sort, top):
     import dataclasses
 
     from tabulate import tabulate
-    b = open_backend(backend, **opts)
-    try:
-        snap = b.snapshot()
-    finally:
-        b.stop()
+    snap = snapshot_of(backend, **opts)
     procs = [p for p in snap.processes if uid is None or p.uid == uid]
     key = {"rss": lambda p: -p.rss_kib, "pid": lambda p: p.pid, "cpu": lambda p: -p.cpu_ns,
            "peak": lambda p: -p.hiwater_rss_kib}[sort]
