@@ -62,8 +62,9 @@ def c_layout(tmp_path_factory):
     d = tmp_path_factory.mktemp("schema")
     (d / "probe.c").write_text(PROBE_C)
     subprocess.run([cc, "-Wall", "-Werror", "-I", str(INCLUDE_DIR), "-o", str(d / "probe"),
-                    str(d / "probe.c")], check=True)
-    out = subprocess.run([str(d / "probe")], capture_output=True, text=True, check=True).stdout
+                    str(d / "probe.c")], check=True, timeout=120)
+    out = subprocess.run([str(d / "probe")], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
     fields, events, flags, info = {}, {}, {}, {}
     info["pfields"] = {}
     info["kinds"], info["hooks"], info["slots"], info["quotas"] = [], [], {}, {}
