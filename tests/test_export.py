@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from bounded import readline
 from click.testing import CliRunner
 
 from toolkit import export as ex
@@ -168,7 +169,7 @@ class Storm:
         self.proc = subprocess.Popen(params.argv(bins, tmp / "ledger.csv") + ["--wait-start"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        ready = self.proc.stdout.readline().split()
+        ready = readline(self.proc.stdout, what="the storm's ready line").split()
         assert ready[:1] == ["ready"], self.proc.stderr.read()
         self.pid = int(ready[1])
 
