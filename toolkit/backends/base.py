@@ -135,6 +135,9 @@ class Backend(abc.ABC):
     polling: ClassVar[bool] = False
     # The hook variants the `probe` option selects (--probe); () if it takes none.
     probes: ClassVar[tuple[str, ...]] = ()
+    # The quotas capability (`toolkit quota`, `toolkit bench quota`): "module:Class" of
+    # a quotas.Quotas implementation, imported when asked; None: not supported.
+    quotas_impl: ClassVar[str | None] = None
     # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
     # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
     # so that no backend module imports its reader at load time); None: not supported.
@@ -197,6 +200,21 @@ class Backend(abc.ABC):
                                + " or ".join(backends_with("layout_reader")))
         module, func = cls.layout_reader.split(":")
         return getattr(importlib.import_module(module), func)(pid)
+
+    @classmethod
+    def quotas_class(cls):
+        """The class enforcing this backend's quotas (quotas.Quotas); BackendError where
+        there is none."""
+        if cls.quotas_impl is None:
+            raise BackendError(f"the {cls.name} backend enforces no quotas",
+                               hint="use --backend " + " or ".join(backends_with("quotas_impl")))
+        module, name = cls.quotas_impl.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    @classmethod
+    def quotas(cls, exclusive: bool = False):
+        """This backend's quotas, attached (quotas.Quotas; close() when done)."""
+        return cls.quotas_class()(exclusive=exclusive)
 
     def __enter__(self):
         self.start()
