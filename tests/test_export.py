@@ -385,3 +385,19 @@ def test_drops_by_reason_is_a_partition():
     assert sum(n for _t, _r, n in rows) == 3 + 4 + 3 + 5     # transport is inside dropped
     assert {r for _t, r, _n in rows} <= set(ex.REASONS)
     assert (ex.schema.HOOKS[0][2], "hook_missed", 2) in rows
+
+
+@needs_root
+def test_no_series_for_a_type_the_interface_cannot_see(tmp_path):
+    """taskstats reports exits only (Backend.event_types): no fork series at 0 that
+    would look like a count, and its drops are socket drops of exits."""
+    exp = Exporter(tmp_path, "--backend", "taskstats")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{exp.port}/metrics", timeout=10) as r:
+            body = r.read().decode()
+        assert 'toolkit_events_total{backend="taskstats",type="exit"}' in body
+        assert 'type="fork"' not in body and 'type="exec"' not in body
+        assert 'reason="socket_drops",type="exit"' in body
+        exp.stop()
+    finally:
+        exp.kill()
