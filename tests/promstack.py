@@ -18,9 +18,13 @@ from pathlib import Path
 import bounded
 import pytest
 
+from toolkit import lab
+
 from toolkit.bench import workload
 
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
+# under TCG in the lab everything starts slower (a BCC compile: tens of seconds)
+SLOW = 8 if lab.in_lab() else 1
 
 
 def need_tool(tool: str) -> str:
@@ -54,7 +58,7 @@ class Exporter:
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen([TOOLKIT, "export", "--listen", "127.0.0.1:0", *args],
                                      stdout=subprocess.DEVNULL, stderr=self.err)
-        m = wait_for("the exporter's serving line", self._serving, 30)
+        m = wait_for("the exporter's serving line", self._serving, 30 * SLOW)
         self.port = int(m.group(1))
 
     def _serving(self):
@@ -65,7 +69,7 @@ class Exporter:
     def stderr(self) -> str:
         return self.err_path.read_text()
 
-    def stop(self, timeout: float = 30) -> dict:
+    def stop(self, timeout: float = 30 * SLOW) -> dict:
         """SIGTERM; the exit status must be 0; the final counters it printed."""
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout)
@@ -96,7 +100,7 @@ class Prometheus:
             [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for("prometheus /-/ready", self._ready, 60)
+        wait_for("prometheus /-/ready", self._ready, 60 * SLOW)
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -140,7 +144,7 @@ def stack(tmp_path):
         started.append(exp)
         prom = Prometheus(tmp_path, exp.port)
         started.append(prom)
-        wait_for("the first scrape", lambda: prom.query('up{job="toolkit"}') == 1, 30)
+        wait_for("the first scrape", lambda: prom.query('up{job="toolkit"}') == 1, 30 * SLOW)
         return exp, prom
     yield start
     for thing in reversed(started):
@@ -184,7 +188,7 @@ def storm(tmp_path):
         s.kill()
 
 
-def settled(prom: Prometheus, expr: str, scrapes: int = 3, timeout: float = 30) -> float:
+def settled(prom: Prometheus, expr: str, scrapes: int = 3, timeout: float = 30 * SLOW) -> float:
     """The query's value once it stayed the same over `scrapes` scrapes (1 s apart)."""
     seen: list = []
 
