@@ -118,4 +118,4 @@ class EbpfQuotas(Quotas):
 
 def _state(killed: int) -> str:
     """The map's killed (a TK_QUOTA_* kind, 0: none) as the module's state column."""
-    return f"killed-{schema.QUOTA_NAMES[killed]}" if killed else "tracking"
+    return f"killed-{schema.QUOTA_NAMES.get(killed, killed)}" if killed else "tracking"
