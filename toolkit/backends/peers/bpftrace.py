@@ -1,5 +1,5 @@
 """bpftrace, the ad-hoc answer: a script of ours on the kernel's classic tracepoints,
-printing one line per event, run as `bpftrace FILE`, as its users run it.
+printing one line per event, run as `bpftrace -e PROGRAM`, as its users run it.
 
   fork  tracepoint:task:task_newtask, which carries the clone flags (CLONE_THREAD tells
         a thread's clone from a process fork; sched:sched_process_fork does not carry
@@ -17,9 +17,7 @@ parsed here as N untyped drops.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 from ... import schema
 from .common import CLONE_THREAD, PeerBackend, record
@@ -82,30 +80,11 @@ class BpftraceBackend(PeerBackend):
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "uid", "cpu",
                           "exit_code", "comm"})
 
-    def __init__(self, uid: int | None = None, **options):
-        self.script: str | None = None
-        super().__init__(uid=uid, **options)
-
     def argv(self) -> list[str]:
-        return ["bpftrace", self.script or "SCRIPT"]
-
-    def start(self) -> None:
-        fd, self.script = tempfile.mkstemp(prefix="toolkit-peer-", suffix=".bt")
-        with os.fdopen(fd, "w") as f:
-            f.write(SCRIPT)
-        super().start()
+        return ["bpftrace", "-e", SCRIPT]      # no script file to leave behind
 
     def is_ready(self, line: str) -> bool:
         return line.strip() == "READY"
 
     def parse_line(self, line: str):
         return parse_line(line, self.count_lost)
-
-    def stop(self) -> None:
-        super().stop()
-        if self.script:
-            try:
-                os.unlink(self.script)
-            except OSError:
-                pass
-            self.script = None

@@ -34,12 +34,13 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def spawn(argv: list[str], output: bool = True) -> subprocess.Popen:
+def spawn(argv: list[str], output: bool = True, env: dict | None = None) -> subprocess.Popen:
     """Start a peer, killed with its parent: its output (stderr merged) on a pipe, or
-    discarded (a daemon that logs elsewhere)."""
+    discarded (a daemon that logs elsewhere); `env` is added to our environment."""
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE if output else subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                            env=dict(os.environ, **env) if env else None)
 
 
 def terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> int | None:
@@ -130,6 +131,7 @@ class PeerBackend(Backend):
     package: ClassVar[str]                     # the Debian package that has it
     # the reconcile tolerance this tool's clock needs (coarse or printed to ms)
     time_slack_ns: ClassVar[int] = 0
+    env: ClassVar[dict | None] = None          # added to the tool's environment
 
     def __init__(self, uid: int | None = None, **options):
         super().__init__(uid=uid, **options)
@@ -172,7 +174,7 @@ class PeerBackend(Backend):
 
     def start(self) -> None:
         self.check_available()
-        self.proc = spawn(self.argv())
+        self.proc = spawn(self.argv(), env=self.env)
         self.src = LineSource(self.proc.stdout.fileno())
         try:
             self._wait_ready()

@@ -12,10 +12,11 @@ Its output, one line per event (a fork is two lines, parent then child):
 What it cannot give: the event's time (it prints the wall clock to the second, so ts_ns
 is when the backend read the line: receipt-timed), uid, comm (it prints the command
 line it reads from /proc, not the kernel's comm), CPU, start time and memory; exec and
-exit name no parent. Its threads' clones are a separate event (clone) it is not asked
-for. Loss: when the socket's receive buffer overflows recv() fails with ENOBUFS and
-forkstat prints "HH:MM:SS recv ----- nobufs ..." : one such line means at least one
-message lost, counted as one untyped drop (a lower bound). The kernel's own count for
+exit name no parent, and a fork's parent line comes from /proc: for a child gone by
+then forkstat prints "0 parent [swapper]" (ppid 0 here: unknown). Its threads' clones
+are a separate event (clone) it is not asked for. Loss: when the socket's receive
+buffer overflows recv() fails with ENOBUFS and forkstat prints "HH:MM:SS recv -----
+nobufs ...": one such line means at least one message lost, counted as one untyped drop (a lower bound). The kernel's own count for
 forkstat's socket (sk_drops in /proc/net/netlink) is reported beside it.
 """
 from __future__ import annotations
