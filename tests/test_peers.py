@@ -24,6 +24,8 @@ from toolkit.backends.peers import bpftrace as B
 from toolkit.backends.peers import forkstat as F
 from toolkit.cli import main
 
+import bounded  # noqa: I001  (tests/bounded.py)
+
 DATA = Path(__file__).parent / "data" / "peers"
 ROOT = os.geteuid() == 0
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -163,7 +165,7 @@ def _children(n=20, execs=5):
         out[pid] = os.waitpid(pid, 0)[1]
     for _ in range(execs):
         p = subprocess.Popen(["/bin/true"])
-        p.wait()
+        p.wait(10)
         out[p.pid] = 0
     return out
 
@@ -227,7 +229,7 @@ def test_sigkill_of_the_harness_leaves_nothing_after_the_next_start():
     p = subprocess.Popen([sys.executable, "-c", CRASHER, *NATIVE], stdout=subprocess.PIPE,
                          text=True)
     try:
-        pids = [int(x) for x in p.stdout.readline().split()]
+        pids = [int(x) for x in bounded.readline(p.stdout, 60, "the peers' pids").split()]
         assert A.our_rules(A.auditctl("-l")) and os.path.exists(A.STATE_FILE)
     finally:
         p.send_signal(signal.SIGKILL)
