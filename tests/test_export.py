@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import bounded
 import pytest
 from click.testing import CliRunner
 
@@ -168,7 +169,7 @@ class Storm:
         self.proc = subprocess.Popen(params.argv(bins, tmp / "ledger.csv") + ["--wait-start"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        ready = self.proc.stdout.readline().split()
+        ready = bounded.readline(self.proc.stdout, 60, "forkstorm's ready line").split()
         assert ready[:1] == ["ready"], self.proc.stderr.read()
         self.pid = int(ready[1])
 
@@ -361,7 +362,7 @@ def test_tally_counts_a_fork_and_exit_of_one_window():
             _rec("fork", 12, 6.2)])                             # still alive
     t.feed([_rec("fork", 13, 9.0), _rec("exit", 12, 9.5), _rec("exit", 13, 9.6)])
     assert t.short_lived == 2
-    assert set(t._forks) == set()       # bounded: old windows' forks are gone
+    assert set(t._forks) == set()       # memory stays small: old windows' forks are gone
 
 
 def test_tally_counts_quota_kills_by_kind():

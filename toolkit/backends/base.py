@@ -93,6 +93,19 @@ class Stats:
         return d
 
 
+@dataclasses.dataclass
+class LayoutText:
+    """One process's memory layout as a backend read it (`toolkit inspect`), in the
+    module's text format (documented at the top of lkm/vm.c), which toolkit/inspect
+    parses, checks and renders whatever the backend."""
+    text: str
+    # what this backend read differently from the module, or could not read
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # start addresses of VMAs not named as /proc/PID/maps names them (--check then
+    # compares base names)
+    inexact_names: set[int] = dataclasses.field(default_factory=set)
+
+
 class Backend(abc.ABC):
     """start() -> read() ... -> stats() -> stop(); also a context manager."""
 
@@ -114,6 +127,10 @@ class Backend(abc.ABC):
     # How far the records' ts_ns may stray from the event (a coarse clock, times
     # printed to the millisecond): the bench widens its matching windows by this much.
     time_slack_ns: ClassVar[int] = 0
+    # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
+    # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
+    # so that no backend module imports its reader at load time); None: not supported.
+    layout_reader: ClassVar[str | None] = None
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -160,6 +177,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> None:
         ...
+
+    @classmethod
+    def layout(cls, pid: int) -> LayoutText:
+        """One process's memory layout, read from the kernel's own structures
+        (task_struct -> mm_struct); no start() needed. BackendError where the backend
+        cannot, InspectError for a pid that cannot be inspected."""
+        if cls.layout_reader is None:
+            raise BackendError(f"the {cls.name} backend cannot read a process's memory "
+                               "layout", hint="use --backend " + " or ".join(
+                                   n for n in REGISTRY if backend_class(n).layout_reader))
+        module, func = cls.layout_reader.split(":")
+        return getattr(importlib.import_module(module), func)(pid)
 
     def __enter__(self):
         self.start()
