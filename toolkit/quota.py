@@ -22,17 +22,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import schema
-from .errors import BackendError, ToolkitError
+from .errors import BackendError, QuotaError
 
 QUOTA_FILE = Path("/proc/toolkit/quota")
 COLUMNS = ["pid", "start_ns", "comm", "heap", "heap_quota", "files", "files_quota", "state"]
 FILES_MAX = 2**31 - 1        # the module's limit (INT_MAX)
 HEAP_MAX = 2**63 - 1
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-class QuotaError(ToolkitError):
-    """A quota could not be set, listed or cleared."""
 
 
 def parse_size(text: str) -> int:

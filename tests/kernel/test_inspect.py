@@ -21,11 +21,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_lkm import DMESG_BAD, dmesg_lines, ensure_loaded  # noqa: E402
+from bounded import readline  # noqa: E402
 
 from toolkit.backends import lkm  # noqa: E402
 from toolkit.inspect.check import inspect_and_check  # noqa: E402
 from toolkit.inspect.layout import parse_layout  # noqa: E402
-from toolkit.inspect.source import InspectError, read_layout  # noqa: E402
+from toolkit.errors import InspectError  # noqa: E402
+from toolkit.inspect.source import read_layout  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 VM = lkm.PROC_DIR / "vm"
@@ -40,9 +42,9 @@ def loaded():
 @pytest.fixture(scope="module")
 def ebpf():
     """vm.c compiled once for this file (the compile is cached per process)."""
-    from toolkit.inspect import ebpf_source
+    from toolkit.backends import ebpf_vm
     t0 = time.monotonic()
-    ebpf_source._module()
+    ebpf_vm._module()
     print(f"ebpf/vm.c compiled in {time.monotonic() - t0:.0f} s")
 
 
@@ -101,7 +103,7 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
     VM does not reclaim)."""
     child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE)
     try:
-        assert child.stdout.readline() == b"ready\n"
+        assert readline(child.stdout, what="the threaded child's ready") == b"ready\n"
         os.kill(child.pid, signal.SIGSTOP)
         assert len(os.listdir(f"/proc/{child.pid}/task")) == 3
         a, b = read_layout(child.pid, "lkm"), read_layout(child.pid, "ebpf")
@@ -126,17 +128,17 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
             [set(e.flags) - {"accessed"} for e in a.pgd]
     finally:
         child.kill()
-        child.wait()
+        child.wait(30)
 
 
 def test_ebpf_refuses_what_the_module_refuses(ebpf):
     """The BPF programs' own verdicts (user space's pid checks skipped): a kernel thread,
     a pid nobody has; and the names only BPF-side lookups give: [vdso], full paths."""
-    from toolkit.inspect.ebpf_source import read_layout_ebpf
+    from toolkit.backends.ebpf import EbpfBackend
     with pytest.raises(InspectError, match="kernel thread"):
-        read_layout_ebpf(2)
+        EbpfBackend.layout(2)
     with pytest.raises(InspectError, match="exited|no process"):
-        read_layout_ebpf(4194000)
+        EbpfBackend.layout(4194000)
     lay = read_layout(os.getpid(), "ebpf")
     assert any(v.name == "[vdso]" for v in lay.vmas)
     assert any(v.name.startswith("/") and "python" in v.name for v in lay.vmas), \
@@ -193,7 +195,7 @@ def test_two_open_files_keep_their_own_selection():
         os.close(a)
         os.close(b)
         child.kill()
-        child.wait()
+        child.wait(30)
 
 
 # reads of a target that exits meanwhile, 200 rounds on both sides: an ebpf read (two
@@ -245,7 +247,7 @@ def test_target_exiting_during_reads(backend):
         finally:
             if fd is not None:
                 os.close(fd)
-            child.wait()
+            child.wait(30)
     assert gone == rounds and whole > 0
     bad = [line for line in dmesg_lines()[before:] if DMESG_BAD.search(line)]
     assert bad == []

@@ -74,6 +74,10 @@ class Stats:
     lost_in_transport: int = 0                  # perf lost samples etc, already in dropped
     read_lost: int = 0                          # records taken from the kernel but lost in user space
     extra: dict = dataclasses.field(default_factory=dict)
+    # what the `dropped` kind counts here: "ring_full" (the kernel's ring or buffer had
+    # no room), "socket_drops" (a netlink socket's sk_drops), "seq_gaps" (netlink
+    # sequence gaps, where sk_drops cannot be read); `toolkit export`'s drop reason
+    drop_reason: str = "ring_full"
 
     @property
     def dropped(self) -> int:
@@ -87,6 +91,19 @@ class Stats:
         d = dataclasses.asdict(self)
         d["dropped"], d["missed"] = self.dropped, self.missed
         return d
+
+
+@dataclasses.dataclass
+class LayoutText:
+    """One process's memory layout as a backend read it (`toolkit inspect`), in the
+    module's text format (documented at the top of lkm/vm.c), which toolkit/inspect
+    parses, checks and renders whatever the backend."""
+    text: str
+    # what this backend read differently from the module, or could not read
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # start addresses of VMAs not named as /proc/PID/maps names them (--check then
+    # compares base names)
+    inexact_names: set[int] = dataclasses.field(default_factory=set)
 
 
 class Backend(abc.ABC):
@@ -107,6 +124,10 @@ class Backend(abc.ABC):
     # table has its own source (the ebpf backend's task iterator): `toolkit mem` then
     # does not compile and attach the event programs it never reads.
     snapshot_needs_start: ClassVar[bool] = True
+    # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
+    # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
+    # so that no backend module imports its reader at load time); None: not supported.
+    layout_reader: ClassVar[str | None] = None
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -153,6 +174,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> None:
         ...
+
+    @classmethod
+    def layout(cls, pid: int) -> LayoutText:
+        """One process's memory layout, read from the kernel's own structures
+        (task_struct -> mm_struct); no start() needed. BackendError where the backend
+        cannot, InspectError for a pid that cannot be inspected."""
+        if cls.layout_reader is None:
+            raise BackendError(f"the {cls.name} backend cannot read a process's memory "
+                               "layout", hint="use --backend " + " or ".join(
+                                   n for n in REGISTRY if backend_class(n).layout_reader))
+        module, func = cls.layout_reader.split(":")
+        return getattr(importlib.import_module(module), func)(pid)
 
     def __enter__(self):
         self.start()

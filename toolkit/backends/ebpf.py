@@ -239,6 +239,7 @@ _MODULES: dict[tuple, _Module] = {}
 class EbpfBackend(base.Backend):
     name = "ebpf"
     snapshot_needs_start = False    # procs.c, compiled on its own (procs_module())
+    layout_reader = "toolkit.backends.ebpf_vm:read_layout"  # ebpf/vm.c's iterators
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
                  transport: str | None = None, buffer_pages: int | None = None, **options):
