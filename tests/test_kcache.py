@@ -4,11 +4,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import bounded
 from toolkit import kcache, kfetch, lab
 from test_lab import make_entry
 
@@ -75,6 +75,7 @@ def test_an_entry_without_stamp_or_moved_is_not_booted(cache):
         lab.find_kernel(REL)
 
 
+@pytest.mark.timeout(600)
 def test_a_damaged_entry_and_an_interrupted_fetch_are_replaced_by_the_next_fetch(cache):
     """Real apt, tmp cache: the 6.12 line's current release is cached but damaged, and a
     fetch of it is killed while it unpacks (as Ctrl-C or a crash would). Neither boots;
@@ -90,11 +91,14 @@ def test_a_damaged_entry_and_an_interrupted_fetch_are_replaced_by_the_next_fetch
     cmd = [str(Path(sys.executable).parent / "toolkit"), "lab", "kernels", "fetch", "--force",
            "6.12"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    for line in p.stderr:
-        if "unpacking 1/" in line or time.monotonic() > deadline:
-            break
-    os.killpg(p.pid, signal.SIGKILL)
+    try:
+        for line in bounded.lines(p.stderr, 300, "the fetch's progress"):
+            if "unpacking 1/" in line:
+                break
+        else:
+            raise AssertionError("the fetch ended before it unpacked anything")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
     assert sorted(e.status for e in kcache.entries()) == ["corrupt", "partial"]
     with pytest.raises(lab.LabError, match="never booted"):
