@@ -32,9 +32,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
