@@ -18,6 +18,7 @@ import os
 import pwd
 
 from .. import schema
+from ..backends.base import fills
 from ..cli.common import status_text
 
 SORT_KEYS = ("cpu", "rss", "peak", "pid", "age")
@@ -38,7 +39,7 @@ class Row:
     cpu_pct: float | None        # None: first interval of this process
     cpu_ns: int
     rss_kib: int
-    peak_kib: int
+    peak_kib: int | None         # None: the backend has no peak RSS (ps)
     comm: str
     age_s: float                 # since start (or since first seen when start is unknown)
 
@@ -94,7 +95,7 @@ def sort_rows(rows: list[Row], key: str) -> list[Row]:
     if key not in SORT_KEYS:
         raise ValueError(f"unknown sort key {key!r}")
     k = {"cpu": lambda r: (-(r.cpu_pct or 0.0), -r.cpu_ns, r.pid),
-         "rss": lambda r: (-r.rss_kib, r.pid), "peak": lambda r: (-r.peak_kib, r.pid),
+         "rss": lambda r: (-r.rss_kib, r.pid), "peak": lambda r: (-(r.peak_kib or 0), r.pid),
          "pid": lambda r: r.pid, "age": lambda r: (r.age_s, r.pid)}[key]
     return sorted(rows, key=k)
 
@@ -102,8 +103,10 @@ def sort_rows(rows: list[Row], key: str) -> list[Row]:
 class Model:
     """Feed it one interval at a time: update(snapshot, records, stats, now_ns)."""
 
-    def __init__(self, t0_ns: int, ncpu: int | None = None, uid: int | None = None):
+    def __init__(self, t0_ns: int, ncpu: int | None = None, uid: int | None = None,
+                 fields: frozenset[str] | None = None):
         self.t0_ns = t0_ns
+        self.has_peak = fills(fields, "hiwater_rss_kib")     # the backend's snapshot_fields
         self.ncpu = ncpu or os.cpu_count() or 1
         self.uid = uid
         self._prev_ns = t0_ns
@@ -127,6 +130,24 @@ class Model:
     def update(self, snap, records: list, stats, now_ns: int,
                kernel_forks: int | None = None) -> Frame:
         wall_ns = max(1, now_ns - self._prev_ns)
+        rows = self._rows(snap, now_ns, wall_ns)
+        interval, short = self._count(records)
+        for c in COUNTERS:
+            self.totals[c] += interval[c]
+        self.short_total += len(short)
+        frame = Frame(
+            t_s=(now_ns - self.t0_ns) / 1e9, interval_s=wall_ns / 1e9, rows=rows,
+            meminfo=snap.meminfo, source=dict(snap.source), totals=dict(self.totals),
+            per_s={c: interval[c] * 1e9 / wall_ns for c in COUNTERS},
+            drops=drops_of(stats), short_count=len(short), short_total=self.short_total,
+            short_by_cpu=sorted(short, key=lambda s: -s.cpu_ms)[:SHORT_TOP],
+            short_by_peak=sorted(short, key=lambda s: -s.peak_kib)[:SHORT_TOP],
+            unseen_forks=self._unseen(kernel_forks, interval["fork"]))
+        self._prev_ns = now_ns
+        return frame
+
+    def _rows(self, snap, now_ns: int, wall_ns: int) -> list[Row]:
+        """The table: one row per process, CPU % as the delta over the interval."""
         rows, cpu, seen = [], {}, {}
         for p in snap.processes:
             if self.uid is not None and p.uid != self.uid:
@@ -148,11 +169,16 @@ class Model:
             rows.append(Row(pid=p.pid, user=user_name(p.uid), uid=p.uid, ppid=p.ppid,
                             threads=p.threads, state=p.state,
                             cpu_pct=None if delta is None else 100.0 * delta / wall_ns,
-                            cpu_ns=p.cpu_ns, rss_kib=p.rss_kib, peak_kib=p.hiwater_rss_kib,
+                            cpu_ns=p.cpu_ns, rss_kib=p.rss_kib,
+                            peak_kib=p.hiwater_rss_kib if self.has_peak else None,
                             comm=p.comm, age_s=max(0.0, age_ns / 1e9)))
         self._cpu, self._first_seen = cpu, seen
         self._starts = {pid: start for pid, start in cpu}
+        return rows
 
+    def _count(self, records: list) -> tuple[dict[str, int], list[ShortLived]]:
+        """The interval's lifecycle counts, and the processes whose fork and exit both
+        arrived in it (the short-lived)."""
         interval = {c: 0 for c in COUNTERS}
         forks: dict[tuple[int, int], object] = {}
         short: list[ShortLived] = []
@@ -171,22 +197,13 @@ class Model:
                     lifetime_ms=max(0, r.ts_ns - (r.start_ns or f.ts_ns)) / 1e6,
                     cpu_ms=r.cpu_ns / 1e6, peak_kib=r.hiwater_rss_kib,
                     exit=status_text(r.exit_code)))
-        for c in COUNTERS:
-            self.totals[c] += interval[c]
-        self.short_total += len(short)
+        return interval, short
 
+    def _unseen(self, kernel_forks: int | None, forks: int) -> int | None:
+        """Forks the kernel counted that no record reported (a poller's blind spot)."""
         unseen = None
         if kernel_forks is not None:
             if self._kernel_forks is not None:
-                unseen = max(0, kernel_forks - self._kernel_forks - interval["fork"])
+                unseen = max(0, kernel_forks - self._kernel_forks - forks)
             self._kernel_forks = kernel_forks
-        frame = Frame(
-            t_s=(now_ns - self.t0_ns) / 1e9, interval_s=wall_ns / 1e9, rows=rows,
-            meminfo=snap.meminfo, source=dict(snap.source), totals=dict(self.totals),
-            per_s={c: interval[c] * 1e9 / wall_ns for c in COUNTERS},
-            drops=drops_of(stats), short_count=len(short), short_total=self.short_total,
-            short_by_cpu=sorted(short, key=lambda s: -s.cpu_ms)[:SHORT_TOP],
-            short_by_peak=sorted(short, key=lambda s: -s.peak_kib)[:SHORT_TOP],
-            unseen_forks=unseen)
-        self._prev_ns = now_ns
-        return frame
+        return unseen
