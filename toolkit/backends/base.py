@@ -179,20 +179,41 @@ UNTYPED = "untyped"
 KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct")   # doctor decides
 
 
-def get_backend(name: str, **options) -> Backend:
-    try:
-        target = REGISTRY[name]
-    except KeyError:
+# Backends with more than one engine (engines.py): name -> engine -> "module:Class"
+ENGINE_BACKENDS = ("ebpf",)
+
+
+def _target(name: str, options: dict) -> tuple[str, str, str]:
+    """("module:Class", engine, reason) for backend `name`; pops options["engine"]."""
+    engine = options.pop("engine", None)
+    if name not in REGISTRY:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}")
+    if name not in ENGINE_BACKENDS:
+        if engine not in (None, "auto"):
+            raise BackendError(f"--engine applies to --backend {', '.join(ENGINE_BACKENDS)} "
+                               f"only, not {name}")
+        return REGISTRY[name], "", ""
+    from . import engines
+    engine, reason = engines.resolve(engine)
+    return engines.TARGETS[engine], engine, reason
+
+
+def get_backend(name: str, **options) -> Backend:
+    """The backend `name` with its options; `engine` (bcc|core|auto) picks the eBPF
+    engine, and the instance's engine_reason says why."""
+    target, engine, reason = _target(name, options)
     module, cls = target.split(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         raise BackendError(f"the {name} backend cannot be loaded: {e}", LAB_HINT) from None
     try:
-        return getattr(mod, cls)(**options)
+        b = getattr(mod, cls)(**options)
     except TypeError as e:  # an option this backend does not take
         raise BackendError(f"{name} backend: {e}") from None
+    if engine:
+        b.engine_reason = reason
+    return b
 
 
 def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
@@ -202,8 +223,9 @@ def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
     return out
 
 
-def backend_class(name: str):
-    module, cls = REGISTRY[name].split(":")
+def backend_class(name: str, engine: str | None = None):
+    """The class behind backend `name` (for an engine backend: that engine's)."""
+    module, cls = _target(name, {"engine": engine})[0].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
