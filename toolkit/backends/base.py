@@ -138,6 +138,11 @@ class Backend(abc.ABC):
     def stats(self) -> Stats:
         ...
 
+    def describe(self, short: bool = False) -> str:
+        """What is collecting, for people: the name, plus engine and hook where a backend
+        has them (short: one word for a title bar)."""
+        return self.name
+
     def set_uid_filter(self, uid: int | None) -> None:
         self.uid_filter = uid
 

@@ -343,6 +343,13 @@ class EbpfBackend(base.Backend):
         self._read_lost = 0
         self._started = False
 
+    def describe(self, short: bool = False) -> str:
+        probe = "" if self.opts.probe == "kprobe" else f"+{self.opts.probe}"
+        if short:
+            return f"ebpf{probe}"
+        why = f": {self.engine_reason}" if self.engine_reason else ""
+        return f"ebpf (engine bcc{why}; probe {self.opts.probe})"
+
     # ---- start / stop ------------------------------------------------
 
     def _preflight(self):

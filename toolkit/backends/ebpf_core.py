@@ -135,6 +135,16 @@ class EbpfCoreBackend(base.Backend):
         self._read_lost = 0
         self.load_s = 0.0
 
+    def describe(self, short: bool = False) -> str:
+        probe = self.probe or self.probe_asked
+        if short:
+            return "ebpf-core" + (f"+{probe}" if probe else "")
+        why = f": {self.engine_reason}" if self.engine_reason else ""
+        notes = "; ".join(f"{p} not used: {n}" for p, n in self.probe_notes.items())
+        return (f"ebpf (engine core{why}; probe {probe or 'not chosen yet'}"
+                + (f" ({notes})" if notes else "") + (f"; exit: {self.exit_note}"
+                                                      if self.exit_note else "") + ")")
+
     # ---- start / stop ------------------------------------------------
 
     def _candidates(self) -> list[str]:

@@ -16,9 +16,16 @@ BACKENDS = tuple(REGISTRY)
 
 
 def probe_variants() -> tuple[str, ...]:
-    """The eBPF backend's hook variants (kprobe, tracepoint, fentry), from the backend."""
+    """The eBPF backend's hook variants over both engines (BCC: kprobe, tracepoint,
+    fentry; CO-RE: kprobe, fentry, tp_btf, raw_tp), from the backends."""
     from ..backends.ebpf import PROBES
-    return PROBES
+    from ..backends.ebpf_core import PROBES as CORE_PROBES
+    return tuple(dict.fromkeys(PROBES + CORE_PROBES))
+
+
+def engine_choices() -> tuple[str, ...]:
+    from ..backends.engines import CHOICES
+    return CHOICES
 
 
 # ---------------------------------------------------------------- the comma-list parser
@@ -104,19 +111,31 @@ def backend_options(f):
     f = click.option("--backend", type=click.Choice(BACKENDS), default="lkm",
                      show_default=True, help="Which collector to use.")(f)
     f = click.option("--probe", type=click.Choice(probe_variants()), default=None,
-                     help="eBPF hook variant (ebpf backend only; default kprobe).")(f)
+                     help="eBPF hook variant (ebpf backend only; bcc: kprobe (default), "
+                          "tracepoint, fentry; core: kprobe, fentry, tp_btf, raw_tp, default "
+                          "the first that attaches).")(f)
+    f = click.option("--engine", type=click.Choice(engine_choices()), default=None,
+                     help="eBPF engine (ebpf backend only): bcc (compiles against the "
+                          "kernel's headers), core (CO-RE object relocated with the kernel's "
+                          "BTF), auto (default: bcc where it can run, else core).")(f)
     f = click.option("--uid", type=click.IntRange(0), default=None,
                      help="Only this user's processes.")(f)
     return lab_option(f)
 
 
-def options_for(backend: str, probe: str | None, uid: int | None) -> dict:
+def options_for(backend: str, probe: str | None, uid: int | None,
+                engine: str | None = None) -> dict:
+    """Backend options from the common flags; --probe and --engine only where the backend
+    has engines (the registry says which)."""
+    from ..backends.base import ENGINE_BACKENDS
     opts = {"uid": uid}
-    if probe:
-        if backend != "ebpf":
-            raise click.BadParameter("--probe applies to --backend ebpf only",
-                                     param_hint="--probe")
-        opts["probe"] = probe
+    for flag, value in (("probe", probe), ("engine", engine)):
+        if value:
+            if backend not in ENGINE_BACKENDS:
+                raise click.BadParameter(f"--{flag} applies to --backend "
+                                         f"{', '.join(ENGINE_BACKENDS)} only",
+                                         param_hint=f"--{flag}")
+            opts[flag] = value
     return opts
 
 
