@@ -323,6 +323,9 @@ class EbpfBackend(base.Backend):
     name = "ebpf"
     engine = "bcc"
     engine_reason = ""      # why this engine (set by get_backend for engine=auto)
+    probes = PROBES
+    default_probe = "kprobe"
+    warmup_note = "BCC compile: ~25 s under TCG"
     snapshot_needs_start = False    # procs.c, compiled on its own (procs_module())
 
     def __init__(self, uid: int | None = None, probe: str | None = None,

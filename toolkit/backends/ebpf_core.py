@@ -98,6 +98,9 @@ class EbpfCoreBackend(base.Backend):
     name = "ebpf"
     engine = "core"
     engine_reason = ""
+    probes = PROBES
+    default_probe = None        # the first that loads and attaches here
+    warmup_note = ""
     snapshot_needs_start = False    # procs.bpf.o, loaded on its own
 
     def __init__(self, uid: int | None = None, probe: str | None = None,

@@ -87,8 +87,13 @@ def rerun_in_lab(extra_note: str = "", kernel: str | None = None) -> None:
     sys.exit(status)
 
 
-def needs_lab(backends: Iterable[str]) -> str | None:
-    """Why some of these kernel backends cannot run on this kernel (None: they can)."""
+_CHECKS = None
+
+
+def needs_lab(backends: Iterable[str], engines: Iterable[str] | None = None) -> str | None:
+    """Why some of these kernel backends cannot run on this kernel (None: they can); for
+    a backend with engines, with each of `engines` (None or auto: any of them)."""
+    global _CHECKS
     from .. import doctor as d
     from .. import lab as L
     if L.in_lab():
@@ -96,11 +101,16 @@ def needs_lab(backends: Iterable[str]) -> str | None:
     kernel = [b for b in backends if b in KERNEL_BACKENDS]
     if not kernel:
         return None
-    items = d.checks(mount=False)
+    items = _CHECKS = _CHECKS or d.checks(mount=False)
+    engines = [e for e in engines or () if e != "auto"]
     for b in kernel:
-        v, fixes = d.verdict(b, items, lab_ok=True)
-        if v != "native":
-            return f"{b} cannot run on this kernel ({fixes[0] if fixes else 'see toolkit doctor'})"
+        subjects = [f"{b}:{e}" for e in engines] if b in d.ENGINE_SUBJECTS and engines \
+            else [b]
+        for sub in subjects:
+            v, fixes = d.verdict(sub, items, lab_ok=True)
+            if v != "native":
+                return (f"{sub.replace(':', ' ')} cannot run on this kernel "
+                        f"({fixes[0] if fixes else 'see toolkit doctor'})")
     return None
 
 
