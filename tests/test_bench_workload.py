@@ -27,7 +27,8 @@ def test_sources_compile_without_warnings(tmp_path):
     from toolkit.paths import BENCH_DIR
     for name, srcs in workload.SOURCES.items():
         p = subprocess.run(["gcc", *workload.CFLAGS, "-o", str(tmp_path / name),
-                            *(str(BENCH_DIR / s) for s in srcs)], capture_output=True, text=True)
+                            *(str(BENCH_DIR / s) for s in srcs)], capture_output=True, text=True,
+                           timeout=120)
         assert p.returncode == 0 and p.stderr == "", p.stderr
 
 

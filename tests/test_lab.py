@@ -13,7 +13,7 @@ def test_guest_script_quotes_command_and_sets_env():
     assert s.rstrip().endswith("""exec python -c 'print('"'"'a b'"'"')'""")
     # BCC needs the build/source links; tracefs for attachment
     assert "/lib/modules/$rel/build" in s and "mount -t tracefs" in s
-    subprocess.run(["sh", "-n", "-c", s], check=True)  # valid POSIX shell
+    subprocess.run(["sh", "-n", "-c", s], check=True, timeout=30)  # valid POSIX shell
 
 
 def test_guest_env_passes_ci_and_puts_venv_first(monkeypatch):

@@ -54,7 +54,7 @@ def test_live_poll_sees_a_long_lived_child_and_not_itself():
         while time.monotonic() < end and not any(r.pid == child.pid and r.event == "exit"
                                                  for r in seen):
             seen += b.read(0.3)
-        child.wait()
+        child.wait(30)
         events = {r.event for r in seen if r.pid == child.pid}
         assert events == {"fork", "exit"}, seen
         assert not any(r.comm == "ps" for r in seen)

@@ -129,7 +129,7 @@ def test_batch_jsonl_ps_stamped_iterations():
         r = run_top("--interval", "1.5", "--iterations", "2", "--format", "jsonl")
     finally:
         busy.kill()
-        busy.wait()
+        busy.wait(30)
     assert r.returncode == 0, r.stderr
     frames = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(frames) == 2 and frames[0]["time"] < frames[1]["time"]

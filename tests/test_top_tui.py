@@ -22,7 +22,7 @@ class Tmux:
 
     def __call__(self, *args):
         return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True,
-                              text=True, check=True).stdout
+                              text=True, check=True, timeout=30).stdout
 
     def keys(self, *keys):
         self("send-keys", "-t", "t", *keys)
@@ -40,7 +40,8 @@ class Tmux:
         raise AssertionError(f"screen never showed {what}:\n{s}")
 
     def kill(self):
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True,
+                       timeout=30)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ a ``ToolkitError`` (a one-line message and an optional hint saying what to do). 
 has one handler for all of them (``toolkit.cli.main``), so the same failure exits with
 the same status in every command and never prints a traceback.
 
-Exit statuses of every ``toolkit`` command (also in ``toolkit --help`` and the README):
+Exit statuses of every ``toolkit`` command (also in ``toolkit --help`` and docs/cli.md):
 
   0  done
   1  `toolkit doctor`: a requested backend cannot run here at all;

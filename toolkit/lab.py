@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import paths, sysinfo
+from . import guestlog, paths, sysinfo
 from .errors import LabError  # noqa: F401  (raised here, caught by callers)
 
 QEMU = "qemu-system-x86_64"
@@ -224,8 +224,10 @@ def tcg_threads(release: str) -> str:
 
 
 def build_command(script: Path, *, kernel: Path, accel: Accel, cpus: int, memory: str,
-                  rwdirs: list[Path]) -> list[str]:
-    """The vng command line that boots the lab and runs `script` (a host file) in it.
+                  rwdirs: list[Path], console: Path | None = None) -> list[str]:
+    """The vng command line that boots the lab and runs `script` (a host file) in it,
+    with the guest's kernel console written to `console` (a host file) by QEMU and the
+    boot arguments that make a kernel fault end the guest (toolkit.guestlog).
 
     virtme-ng hands the --exec text to the guest base64-encoded on the kernel command
     line, which x86 caps at 2048 bytes: a long command there makes the guest hang with no
@@ -234,11 +236,17 @@ def build_command(script: Path, *, kernel: Path, accel: Accel, cpus: int, memory
     vng = vng_path()
     if not vng:
         raise LabError("virtme-ng (vng) is not installed", SETUP_HINT)
-    args = [vng, "--run", str(kernel), "--cpus", str(cpus), "--memory", memory]
+    args = [vng, "--run", str(kernel), "--cpus", str(cpus), "--memory", memory,
+            "--append", " ".join(guestlog.fault_args())]
+    qemu = []       # vng hands --qemu-opts to a shell: each is quoted for it
     if accel.name != "kvm":
         args.append("--disable-kvm")
         if tcg_threads(_release_of(kernel)) == "single":
-            args.append("--qemu-opts=-accel tcg,thread=single")
+            qemu += ["-accel", "tcg,thread=single"]
+    if console is not None:     # a second serial port (ttyS1): QEMU writes it to a file
+        qemu += ["-serial", f"file:{console}"]
+    if qemu:
+        args.append("--qemu-opts=" + shlex.join(qemu))
     for d in rwdirs:
         args += ["--rwdir", str(d)]
     args += ["--exec", f"/bin/sh {shlex.quote(str(script))}"]
@@ -257,8 +265,13 @@ def guest_env() -> dict[str, str]:
 def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         memory: str = "4G", results: Path | None = None, rwdirs: list[Path] = (),
         cwd: str | None = None, timeout: float | None = None, quiet: bool = False,
-        prebuild: bool = True) -> int:
-    """Boot the lab, run CMD, stream its output here, return its exit status."""
+        prebuild: bool = True, silence: float | None = None) -> int:
+    """Boot the lab, run CMD, stream its output here, return its exit status.
+
+    The VM is killed after `timeout` s, or after `silence` s (default $TOOLKIT_LAB_SILENCE
+    or SILENCE_DEFAULT; 0: never) in which the guest wrote nothing at all: no output, no
+    kernel log, no console. A kernel fault panics the guest (toolkit.guestlog); any
+    abnormal end is explained from the guest's console and kernel log."""
     if not cmd:
         raise LabError("no command given: toolkit lab run -- CMD [ARGS...]")
     if in_lab():
@@ -291,17 +304,18 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         # the guest's kernel log and SIGKILL trace: $TOOLKIT_LAB_LOGS (a path prefix), else
         # next to this run's script (one pair per run: runs at the same time do not clash)
         log_prefix = os.environ.get("TOOLKIT_LAB_LOGS") or str(script.with_suffix(""))
-        for ext in (".kmsg", ".sigkill"):
+        for ext in LOG_EXTS:
             Path(log_prefix + ext).unlink(missing_ok=True)
         _prune_logs(rundir)
         f.write(guest_script(cmd, cwd, env, log_prefix))
     try:
         argv = build_command(script, kernel=kimg, accel=accel, cpus=cpus, memory=memory,
-                             rwdirs=dirs)
-        status = _boot(argv, release, accel, cpus, memory, results, timeout, quiet)
+                             rwdirs=dirs, console=Path(log_prefix + ".console"))
+        seen = _Activity([Path(log_prefix + ext) for ext in LOG_EXTS])
+        status, ended = _boot(argv, release, accel, cpus, memory, results, timeout, quiet,
+                              seen, silence_limit(silence))
         if status != 0 and not quiet:
-            print(f"lab: the guest's kernel log and SIGKILL trace: {log_prefix}.kmsg, "
-                  f"{log_prefix}.sigkill", file=sys.stderr, flush=True)
+            _explain(status, ended, log_prefix, seen)
         return status
     finally:
         script.unlink(missing_ok=True)
@@ -309,13 +323,17 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
 
 def _prune_logs(rundir: Path, keep: int = 10) -> None:
     """Keep the guest logs of the last `keep` runs in results/.lab."""
-    logs = sorted(rundir.glob("guest-*.kmsg"), key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = {p.with_suffix("") for p in rundir.glob("guest-*") if p.suffix in LOG_EXTS}
+    logs = sorted(runs, key=lambda p: max((p.with_suffix(e).stat().st_mtime for e in LOG_EXTS
+                                           if p.with_suffix(e).exists()), default=0),
+                  reverse=True)
     for old in logs[keep:]:
-        for ext in (".kmsg", ".sigkill"):
+        for ext in LOG_EXTS:
             old.with_suffix(ext).unlink(missing_ok=True)
 
 
-def _boot(argv, release, accel, cpus, memory, results, timeout, quiet) -> int:
+def _boot(argv, release, accel, cpus, memory, results, timeout, quiet, seen, silence):
+    """Run vng; (its exit status, None) or (status, why the VM was killed)."""
     log = (lambda *a: None) if quiet else (lambda msg: print(f"lab: {msg}", file=sys.stderr,
                                                               flush=True))
     mode = f" {tcg_threads(release)}-threaded" if accel.name == "tcg" else ""
@@ -335,25 +353,138 @@ def _boot(argv, release, accel, cpus, memory, results, timeout, quiet) -> int:
                                 start_new_session=True)
     except OSError as e:
         raise LabError(f"cannot start virtme-ng: {e}", SETUP_HINT) from None
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, True), daemon=True)]
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, seen), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, seen, True),
+                              daemon=True)]
     for t in pumps:
         t.start()
     try:
-        status = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        log(f"timed out after {timeout:.0f} s; the VM was killed")
-        return 124
+        ended = _watch(proc, t0, timeout, silence, seen)
     except KeyboardInterrupt:
+        ended = "interrupted"
+    if ended:
         _kill_group(proc)
+    for t in pumps:
+        t.join(timeout=5)
+    took = time.monotonic() - t0
+    if ended == "timeout":
+        log(f"timed out after {timeout:.0f} s; the VM was killed")
+        return 124, ended
+    if ended == "silence":
+        log(f"the guest wrote nothing for {silence:.0f} s (no output, kernel log or console):"
+            f" the VM was killed after {took:.0f} s")
+        return 124, ended
+    if ended == "interrupted":
         log("interrupted; the VM was killed")
-        return 130
-    finally:
-        for t in pumps:
-            t.join(timeout=5)
-    log(f"exit status {status} after {time.monotonic() - t0:.1f} s")
-    return status
+        return 130, ended
+    log(f"exit status {proc.returncode} after {took:.1f} s")
+    return proc.returncode, None
+
+
+# the guest's logs on the host: kernel log (streamed from the guest), SIGKILL trace
+# (idem), console (written by QEMU: it has the panic)
+LOG_EXTS = (".kmsg", ".sigkill", ".console")
+SILENCE_ENV = "TOOLKIT_LAB_SILENCE"
+# Longer than a kernel test's own bound (600 s, plus the 60 s backstop: tests/conftest.py)
+# so that a hung test is failed by pytest with its stack first; this catches a guest that
+# stopped altogether (docs/testing.md).
+SILENCE_DEFAULT = 720.0
+
+
+def silence_limit(given: float | None = None) -> float | None:
+    """The silence watchdog's limit in s (None: off): `given`, else $TOOLKIT_LAB_SILENCE,
+    else SILENCE_DEFAULT; 0 turns it off."""
+    if given is None:
+        v = os.environ.get(SILENCE_ENV, "").strip()
+        try:
+            given = float(v) if v else SILENCE_DEFAULT
+        except ValueError:
+            raise LabError(f"{SILENCE_ENV}={v!r}: expected a number of seconds "
+                           "(0: no silence watchdog)") from None
+    if given < 0:
+        raise LabError(f"silence limit {given:g} s: expected >= 0 (0: none)")
+    return given or None
+
+
+class _Activity:
+    """When the guest last wrote anything (output, or one of its log files grew), and the
+    last of its output."""
+
+    def __init__(self, files: list[Path], keep: int = 8192):
+        self.last = time.monotonic()
+        self.files = files
+        self.sizes: dict[Path, int] = {}
+        self.tail = bytearray()
+        self.keep = keep
+        self.lock = threading.Lock()
+
+    def output(self, chunk: bytes) -> None:
+        with self.lock:
+            self.last = time.monotonic()
+            self.tail += chunk
+            del self.tail[:-self.keep]
+
+    def poll_files(self) -> None:
+        for f in self.files:
+            try:
+                size = f.stat().st_size
+            except OSError:
+                continue
+            if self.sizes.get(f) != size:
+                self.sizes[f] = size
+                with self.lock:
+                    self.last = time.monotonic()
+
+    def last_lines(self, n: int) -> list[str]:
+        with self.lock:
+            text = self.tail.decode(errors="replace")
+        return [line for line in text.splitlines() if line.strip()][-n:]
+
+
+def _watch(proc, t0, timeout, silence, seen, period: float = 2.0) -> str | None:
+    """Wait for vng to end; "timeout" or "silence" if it must be killed first."""
+    while True:
+        try:
+            proc.wait(timeout=period)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        seen.poll_files()
+        now = time.monotonic()
+        if timeout and now - t0 > timeout:
+            return "timeout"
+        if silence and now - seen.last > silence:
+            return "silence"
+
+
+def _explain(status, ended, log_prefix, seen) -> None:
+    """Why the guest ended abnormally, from its console, kernel log and last output."""
+    def say(msg):
+        print(f"lab: {msg}", file=sys.stderr, flush=True)
+    console, kmsg = Path(log_prefix + ".console"), Path(log_prefix + ".kmsg")
+    fault = guestlog.diagnose(console)
+    if fault and fault.panicked:
+        say(f"the guest kernel {fault.kind}: {fault.headline}")
+    elif fault:
+        say(f"the guest kernel reported: {fault.headline}")
+    elif ended is None and status == 255:
+        say("the guest ended without its command's exit status, and its console shows no "
+            "kernel fault")
+    if fault:
+        say(f"its last kernel messages (console, {console}):")
+        for line in fault.tail:
+            print(f"  {line}", file=sys.stderr)
+    elif ended or status == 255:
+        if ended == "silence":
+            say("what the guest printed last:")
+            for line in seen.last_lines(10):
+                print(f"  {line}", file=sys.stderr)
+        say(f"its last kernel messages ({kmsg}):")
+        for line in guestlog.kmsg_tail(kmsg):
+            print(f"  {line}", file=sys.stderr)
+    say(f"the guest's kernel log, console and SIGKILL trace: {kmsg}, {console}, "
+        f"{log_prefix}.sigkill")
+    sys.stderr.flush()
 
 
 def _prebuild_module(release: str, quiet: bool) -> None:
@@ -383,12 +514,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _pump(src, dst, strip_nul: bool = False) -> None:
+def _pump(src, dst, seen: _Activity | None = None, strip_nul: bool = False) -> None:
     """Copy a child's output to our stream as it comes (binary, unbuffered)."""
     out = dst.buffer if hasattr(dst, "buffer") else dst
     for chunk in iter(lambda: os.read(src.fileno(), 65536), b""):
         if strip_nul:
             chunk = chunk.replace(b"\0", b"")
+        if seen is not None:
+            seen.output(chunk)
         try:
             out.write(chunk)
             out.flush()

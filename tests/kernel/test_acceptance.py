@@ -171,9 +171,9 @@ def test_parent_filter_keeps_only_that_parents_children(name):
         b.set_ppid_filter(me)
         b.drain(0.3)
         b.reset_stats()
-        kids = [subprocess.run(["/bin/true"]) for _ in range(3)]
+        kids = [subprocess.run(["/bin/true"], timeout=30) for _ in range(3)]
         noise = subprocess.Popen([str(helper), "forks", "20"], stdout=subprocess.PIPE)
-        noise.communicate()
+        noise.communicate(timeout=120)
         records = b.drain(1.0)
         stats = b.stats()
         b.set_ppid_filter(None)

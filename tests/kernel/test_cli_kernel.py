@@ -32,7 +32,7 @@ def watched(request):
 
     def pump_out():                 # stdout, line by line, as watch prints it
         n = 0
-        for line in p.stdout:
+        for line in p.stdout:   # bounded: a pump thread; the waits below have timeouts
             out.append(line)
             o = json.loads(line)
             n += o["event"] == "exec" and o["comm"] == "true"
@@ -40,7 +40,7 @@ def watched(request):
                 five.set()
 
     def pump_err():                 # stderr: the attach line, then the counters at the end
-        for line in p.stderr:
+        for line in p.stderr:   # bounded: as above
             err.append(line)
             if "attached" in line:
                 attached.set()
@@ -53,7 +53,7 @@ def watched(request):
     try:
         assert attached.wait(600), f"watch never said it was attached: {''.join(err)}"
         for _ in range(5):
-            subprocess.run(["/bin/true"], check=True)
+            subprocess.run(["/bin/true"], check=True, timeout=30)
         five.wait(120)
         p.send_signal(signal.SIGINT)
         try:
@@ -64,7 +64,7 @@ def watched(request):
     finally:
         if p.poll() is None:
             p.kill()
-            p.wait()
+            p.wait(30)
         for r in readers:
             r.join(60)
     return request.param, p.returncode, "".join(out), "".join(err)

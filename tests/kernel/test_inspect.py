@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_lkm import DMESG_BAD, dmesg_lines, ensure_loaded  # noqa: E402
+from bounded import readline  # noqa: E402
 
 from toolkit.backends import lkm  # noqa: E402
 from toolkit.inspect.check import inspect_and_check  # noqa: E402
@@ -101,7 +102,7 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
     VM does not reclaim)."""
     child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE)
     try:
-        assert child.stdout.readline() == b"ready\n"
+        assert readline(child.stdout, what="the threaded child's ready") == b"ready\n"
         os.kill(child.pid, signal.SIGSTOP)
         assert len(os.listdir(f"/proc/{child.pid}/task")) == 3
         a, b = read_layout(child.pid, "lkm"), read_layout(child.pid, "ebpf")
@@ -126,7 +127,7 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
             [set(e.flags) - {"accessed"} for e in a.pgd]
     finally:
         child.kill()
-        child.wait()
+        child.wait(30)
 
 
 def test_ebpf_refuses_what_the_module_refuses(ebpf):
@@ -193,7 +194,7 @@ def test_two_open_files_keep_their_own_selection():
         os.close(a)
         os.close(b)
         child.kill()
-        child.wait()
+        child.wait(30)
 
 
 # reads of a target that exits meanwhile, 200 rounds on both sides: an ebpf read (two
@@ -245,7 +246,7 @@ def test_target_exiting_during_reads(backend):
         finally:
             if fd is not None:
                 os.close(fd)
-            child.wait()
+            child.wait(30)
     assert gone == rounds and whole > 0
     bad = [line for line in dmesg_lines()[before:] if DMESG_BAD.search(line)]
     assert bad == []

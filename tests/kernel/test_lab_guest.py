@@ -3,11 +3,13 @@ import os
 from pathlib import Path
 
 import pytest
+from bounded import hang_if_asked
 
 pytestmark = pytest.mark.kernel
 
 
 def test_running_in_the_lab_as_root():
+    hang_if_asked("test_running_in_the_lab_as_root")    # TOOLKIT_TEST_HANG (docs/testing.md)
     assert os.environ.get("TOOLKIT_IN_LAB") == "1"
     assert os.geteuid() == 0
 

@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
+from bounded import readline  # noqa: E402
 
 from toolkit import paths, schema  # noqa: E402
 from toolkit.backends import lkm  # noqa: E402
@@ -44,10 +45,12 @@ def ensure_loaded(**params):
 
 
 def dmesg_lines() -> list[str]:
-    return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+    return subprocess.run(["dmesg"], capture_output=True, text=True,
+                          timeout=30).stdout.splitlines()
 
 
 def run_as(uid, args, **kw):
+    kw.setdefault("timeout", 120)
     return subprocess.run(args, user=uid, group=uid, extra_groups=[], cwd="/",
                           capture_output=True, text=True, **kw)
 
@@ -196,7 +199,7 @@ def test_control_rejects_garbage_and_applies_all_or_nothing(loaded):
 def test_uid_filter(loaded, helper):
     lkm.control(f"uid {UID}", "clear", "reset")
     assert run_as(UID, [str(helper), "forks", "20"]).returncode == 0
-    subprocess.run(["/bin/true"], check=True)                  # root: filtered
+    subprocess.run(["/bin/true"], check=True, timeout=30)                  # root: filtered
     recs = lkm.parse_events(read_all_nonblocking().decode())
     st = lkm.read_stats()
     assert recs and all(r.uid == UID for r in recs)
@@ -288,11 +291,11 @@ def test_nonblocking_blocking_and_poll(loaded):
         time.sleep(1.0)
         assert t.is_alive() and not got
         lkm.control("events exec")
-        subprocess.run(["/bin/true"], check=True)
+        subprocess.run(["/bin/true"], check=True, timeout=30)
         t.join(20)
         os.close(bfd)
         assert got and b" true\n" in got[0]
-        subprocess.run(["/bin/true"], check=True)
+        subprocess.run(["/bin/true"], check=True, timeout=30)
         assert p.poll(10_000)
         assert b" true\n" in os.read(fd, 65536)
     finally:
@@ -308,7 +311,7 @@ def test_processes_lists_10000_children_completely(loaded, helper):
     proc = subprocess.Popen([str(helper), "spawn", str(n)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == f"ready {n}"
+        assert readline(proc.stdout, 300, f"{n} children").strip() == f"ready {n}"
         text = (lkm.PROC_DIR / "processes").read_text()
         procs = lkm.parse_processes(text)
         kids = [p for p in procs if p.ppid == proc.pid]
@@ -418,7 +421,7 @@ def test_load_unload_cycles_during_fork_storm_with_readers(helper, tmp_path):
     finally:
         stop.touch()
         storm.kill()
-        storm.wait()
+        storm.wait(30)
         try:
             out, _ = reader.communicate(timeout=60)
         except subprocess.TimeoutExpired:

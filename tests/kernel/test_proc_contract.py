@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 import pytest
+from bounded import readline
 
 from toolkit.backends.base import get_backend
 
@@ -71,8 +72,8 @@ def tables():
     lkm = get_backend("lkm")
     ebpf = get_backend("ebpf")
     try:
-        hog_rss = int(hog.stdout.readline())
-        assert int(threaded.stdout.readline()) == 4
+        hog_rss = int(readline(hog.stdout, what="the hog's VmRSS"))
+        assert int(readline(threaded.stdout, what="the thread count")) == 4
         lkm.start()
         try:
             ebpf.snapshot()     # compile ebpf/procs.c once (~40 s under TCG)
@@ -84,7 +85,7 @@ def tables():
     finally:
         for p in (busy, hog, threaded):
             p.kill()
-            p.wait()
+            p.wait(30)
     return dict(e1=e1, lkm=mod, e2=e2, busy=busy.pid, hog=hog.pid,
                 threaded=threaded.pid, hog_rss=hog_rss, me=os.getpid())
 

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
+from bounded import readline  # noqa: E402
 from test_lkm import DMESG_BAD, dmesg_lines, ensure_loaded, read_all_nonblocking, run_as  # noqa: E402
 
 from toolkit import quota, schema  # noqa: E402
@@ -113,7 +114,7 @@ class Waiting:
     def __init__(self, args):
         self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True)
-        line = self.p.stdout.readline().split()
+        line = readline(self.p.stdout, what="tk_quota's ready").split()
         assert line[0] == "ready", line
         self.ready = int(line[1])
 
@@ -181,6 +182,8 @@ def test_under_the_heap_quota_runs_untouched(side, qhelper):
 # each `toolkit quota run --backend ebpf` compiles BCC in a new process: ~40 s under TCG
 # on a quiet host, several times that when the host is loaded
 CLI_TIMEOUT = 600
+# a command that talks to the loaded module only (set, list, clear): seconds under TCG
+QUICK_TIMEOUT = 120
 
 
 @pytest.mark.parametrize("backend", ["lkm", "ebpf"])
@@ -211,15 +214,17 @@ def test_cli_set_list_clear(module, qhelper):
     w = Waiting([str(qhelper), "fd", "open"])
     try:
         cp = subprocess.run([TOOLKIT, "quota", "set", "--heap", "1G", "--files", "50",
-                             str(w.p.pid)], capture_output=True, text=True)
+                             str(w.p.pid)], capture_output=True, text=True,
+                            timeout=QUICK_TIMEOUT)
         assert cp.returncode == 0, cp
-        cp = subprocess.run([TOOLKIT, "quota", "list"], capture_output=True, text=True)
+        cp = subprocess.run([TOOLKIT, "quota", "list"], capture_output=True, text=True,
+                            timeout=QUICK_TIMEOUT)
         assert cp.returncode == 0 and str(w.p.pid) in cp.stdout and "1073741824" in cp.stdout
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, timeout=QUICK_TIMEOUT)
         assert cp.returncode == 0 and not quota.read()[0]
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, timeout=QUICK_TIMEOUT)
         assert cp.returncode == 2 and "no such process" in cp.stderr
     finally:
         w.go()
@@ -311,7 +316,8 @@ def test_cli_bad_input(module):
                        (["set", "--files", "x", "999"], "not a whole number"),
                        (["set", "999"], "no quota given"),
                        (["run", "--files", "3", "--", "/nonexistent/cmd"], "")):
-        cp = subprocess.run([TOOLKIT, "quota", *args], capture_output=True, text=True)
+        cp = subprocess.run([TOOLKIT, "quota", *args], capture_output=True, text=True,
+                            timeout=QUICK_TIMEOUT)
         assert cp.returncode in (2, 127), (args, cp)
         assert text in cp.stderr and "Traceback" not in cp.stderr, (args, cp.stderr)
 
@@ -334,7 +340,8 @@ def test_set_and_clear_racing_the_targets_exit(module, qhelper):
         t = threading.Thread(target=hammer)
         t.start()
         target.wait(timeout=30)
-        t.join()
+        t.join(30)
+        assert not t.is_alive(), "quota writes still blocked after 30 s"
     time.sleep(0.2)
     assert not errors
     assert quota.read()[0] == []            # every entry went with its process

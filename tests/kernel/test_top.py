@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bounded import lines, readline
+
 pytestmark = pytest.mark.kernel
 
 TOOLKIT = str(Path(sys.executable).parent / "toolkit")
@@ -66,7 +68,7 @@ def run(request):
     busy = spawn(["sh", "-c", "while :; do :; done"])
     hog = spawn([sys.executable, "-c", HOG])
     burster = spawn([sys.executable, "-c", BURSTER])
-    hog_rss = int(hog.stdout.readline())
+    hog_rss = int(readline(hog.stdout, what="the hog's VmRSS"))
     top = subprocess.Popen([TOOLKIT, "top", "--backend", request.param, "--uid", str(UID),
                             "--interval", "3", "--format", "jsonl", "--iterations", "4"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -74,19 +76,20 @@ def run(request):
     errs = threading.Thread(target=lambda: err.append(top.stderr.read()))
     errs.start()
     try:
-        for line in top.stdout:
+        # 4 frames 3 s apart, after the backend starts (a BCC compile: ~25 s under TCG)
+        for line in lines(top.stdout, 240, "toolkit top's 4 frames"):
             frames.append(json.loads(line))
             truth.append((time.monotonic(), proc_cpu_s(busy.pid)))
             if len(frames) == 2:    # just refreshed: the burst falls inside the next interval
                 burster.stdin.write("go\n")
                 burster.stdin.flush()
-                assert burster.stdout.readline().strip() == "done"
+                assert readline(burster.stdout, what="the burst").strip() == "done"
         top.wait(120)
     finally:
         for p in (top, busy, hog, burster):
             if p.poll() is None:
                 p.kill()
-            p.wait()
+            p.wait(30)
         errs.join(30)
     assert top.returncode == 0, err
     # the busy loop's own CPU % between two frames, from /proc as each frame arrived

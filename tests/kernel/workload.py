@@ -240,7 +240,7 @@ def helper(tmpdir: str | os.PathLike | None = None, source: Path = HELPER_SRC) -
     exe = out_dir / f"{source.stem}-{hashlib.sha256(src).hexdigest()[:12]}"
     if not exe.exists():
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe) + ".tmp", str(source)],
-                       check=True)
+                       check=True, timeout=300)
         os.replace(str(exe) + ".tmp", exe)
     exe.chmod(0o755)
     return exe

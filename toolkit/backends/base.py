@@ -74,6 +74,10 @@ class Stats:
     lost_in_transport: int = 0                  # perf lost samples etc, already in dropped
     read_lost: int = 0                          # records taken from the kernel but lost in user space
     extra: dict = dataclasses.field(default_factory=dict)
+    # what the `dropped` kind counts here: "ring_full" (the kernel's ring or buffer had
+    # no room), "socket_drops" (a netlink socket's sk_drops), "seq_gaps" (netlink
+    # sequence gaps, where sk_drops cannot be read); `toolkit export`'s drop reason
+    drop_reason: str = "ring_full"
 
     @property
     def dropped(self) -> int:

@@ -257,7 +257,9 @@ class CnprocBackend(Backend):
             u = self._counters[UNTYPED]
             u.dropped = u.seen = sk[UNTYPED] if sk.get(UNTYPED) is not None else self._seq.lost
         lost = sum(c.dropped for c in self._counters.values())
+        by_seq = not self.typed and sk.get(UNTYPED) is None
         return Stats(backend=self.name, events=self._counters, lost_in_transport=lost,
+                     drop_reason="seq_gaps" if by_seq else "socket_drops",
                      extra={"mode": "typed sockets (sk_drops per type)" if self.typed else
                             "one socket (per-CPU sequence gaps, untyped)",
                             "seq_lost": self._seq.lost, "seq_reordered": self._seq.reordered,

@@ -3,7 +3,7 @@ socket with a large receive buffer, reading a batch of datagrams without losing 
 ENOBUFS, and the socket's own drop count.
 
 The standard library's AF_NETLINK sockets and `struct` are used rather than pyroute2
-(see README, "Kernel interfaces as backends"): both backends need every ENOBUFS of a
+(see docs/backends.md, "Kernel interfaces as backends"): both backends need every ENOBUFS of a
 plain non-blocking recv (pyroute2 reads in its own asyncio loop), and pyroute2's taskstats
 decoder knows one struct layout (version 15) while the kernels here send others.
 """

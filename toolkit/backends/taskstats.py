@@ -240,6 +240,7 @@ class TaskstatsBackend(Backend):
         self._counters["exit"].seen = self._counters["exit"].delivered + \
             self._counters["exit"].filtered + lost
         return Stats(backend=self.name, events=self._counters, lost_in_transport=lost,
+                     drop_reason="socket_drops",
                      extra={"socket_drops": lost, "enobufs": self.sock.enobufs if self.sock
                             else 0, "messages": self._messages, "thread_exits": self._threads,
                             "malformed": self._malformed, "cpumask": self.mask,

@@ -8,6 +8,7 @@ backend, reconciled record by record against the ledger, and turned into metrics
   environment.py kernel, virtualization (native/kvm/tcg), CPUs, versions
   harness.py    the interleaved rounds, progress, the run directory
 """
+from pathlib import Path
 
 # The results format (summary.json's schema_version, also a column of ledger.csv), the
 # versions `toolkit report` reads, and what changed: in this one place, as pyperf keeps it.
@@ -19,3 +20,22 @@ SCHEMA_HISTORY = {
        "(overhead_pct.per_round, forks_per_s_per_round); truth of exits = children the "
        "workload reaped (reap_ns > 0)",
 }
+
+
+def raw_file(path: Path | str) -> Path:
+    """A run's raw file (ledger, events, steps) as it is on disk: `NAME.csv`, or
+    `NAME.csv.gz` / `NAME.csv.xz` where it was compressed (the committed reference runs
+    keep theirs compressed so that no committed file exceeds 1 MB: gzip, or xz where gzip
+    is not enough; pandas reads all three, choosing by the suffix). The path as given
+    when none exists, so that the error names what was asked for."""
+    path = Path(path)
+    if path.exists() or path.suffix != ".csv":
+        return path
+    for suffix in RAW_COMPRESSIONS:
+        packed = path.with_name(path.name + suffix)
+        if packed.exists():
+            return packed
+    return path
+
+
+RAW_COMPRESSIONS = (".gz", ".xz")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import schema
+from . import raw_file
 
 LEDGER_FIELDS = ["idx", "pid", "fork_ns", "forked_ns", "exec", "exit_ns", "reap_ns",
                  "exit_status", "rss_kib", "hwm_kib", "threads"]
@@ -66,8 +67,9 @@ def truth_of(df: pd.DataFrame) -> dict[str, int]:
 
 
 def read_ledger(path: Path | str) -> pd.DataFrame:
-    """forkstorm's ledger CSV (or the run directory's ledger.csv, extra columns kept)."""
-    return pd.read_csv(path).astype({k: "int64" for k in LEDGER_FIELDS})
+    """forkstorm's ledger CSV (or the run directory's ledger.csv or ledger.csv.gz, extra
+    columns kept)."""
+    return pd.read_csv(raw_file(path)).astype({k: "int64" for k in LEDGER_FIELDS})
 
 
 # ---------------------------------------------------------------- events
@@ -85,8 +87,8 @@ def events_frame(events) -> pd.DataFrame:
 def read_events(path: Path | str) -> pd.DataFrame:
     """An events file (the record's fields, receipt_ns, and the bench's columns). A file
     of an older record version (written before fields were appended) reads the appended
-    fields as 0; a version this toolkit does not know is a ValueError."""
-    df = pd.read_csv(path, dtype={"comm": "str"}, keep_default_na=False)
+    fields as 0; a version this toolkit does not know is a ValueError. `.csv` or `.csv.gz`."""
+    df = pd.read_csv(raw_file(path), dtype={"comm": "str"}, keep_default_na=False)
     if "record_version" in df and len(df):
         for version in sorted(set(df["record_version"].astype(int))):
             schema.fields_of_version(version)       # raises for an unknown version

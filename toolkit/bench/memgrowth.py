@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import sysinfo
 from ..errors import BenchError
+from . import raw_file
 
 FORMAT_VERSION = 1
 KIB = 1024
@@ -145,9 +146,10 @@ def write_csv(steps: list[Step], path: Path) -> None:
 
 
 def read_csv(path: Path) -> list[Step]:
-    """steps.csv back into Steps (for re-rendering a run and for the unit tests)."""
+    """steps.csv (or steps.csv.gz) back into Steps (for re-rendering a run and for the
+    unit tests)."""
     import pandas as pd
-    df = pd.read_csv(path)
+    df = pd.read_csv(raw_file(path))
     if int(df["format_version"].iloc[0]) != FORMAT_VERSION:
         raise BenchError(f"{path}: steps format {df['format_version'].iloc[0]}, "
                          f"this toolkit reads {FORMAT_VERSION}")

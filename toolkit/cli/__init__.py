@@ -11,7 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ToolkitError, exit_codes_help
-from . import bench, doctor, inspect, lab, lkm, quota, top, watch
+from . import bench, doctor, export, inspect, lab, lkm, quota, top, watch
 
 
 def show_error(e: ToolkitError) -> None:
@@ -58,6 +58,7 @@ COMMANDS = [
     watch.watch,
     watch.mem,
     top.top,
+    export.export,
     lkm.lkm,
     quota.quota,
     inspect.inspect,

@@ -21,20 +21,26 @@ def lab():
 @click.option("--rwdir", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Another host directory the guest may write (repeatable).")
 @click.option("--timeout", type=float, help="Kill the VM after this many seconds.")
+@click.option("--silence", type=click.FloatRange(min=0),
+              help="Kill the VM when the guest has written nothing (output, kernel log, "
+              "console) for this many seconds (default $TOOLKIT_LAB_SILENCE or 720; 0: never).")
 @click.option("--no-prebuild", is_flag=True,
               help="Do not build the module for the lab kernel on the host first.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(kernel, cpus, memory, results, rwdir, timeout, no_prebuild, cmd):
+def lab_run(kernel, cpus, memory, results, rwdir, timeout, silence, no_prebuild, cmd):
     """Boot the lab, run CMD in it, stream its output, exit with its status.
 
     The host filesystem is visible read-only; the results directory is shared
-    read-write, so files written there remain on the host. Example:
+    read-write, so files written there remain on the host. A kernel fault in the guest
+    (oops, BUG, soft lockup, hung task) ends it: the exit status is then non-zero and
+    the guest's last kernel messages are printed. Example:
 
         toolkit lab run -- uname -r
     """
     from .. import lab as L
     status = L.run(list(cmd), kernel=kernel, cpus=cpus, memory=memory, results=results,
-                   rwdirs=list(rwdir), timeout=timeout, prebuild=not no_prebuild)
+                   rwdirs=list(rwdir), timeout=timeout, prebuild=not no_prebuild,
+                   silence=silence)
     sys.exit(status)
 
 

@@ -119,4 +119,4 @@ def list_(as_json):
     click.echo(tabulate(table, headers=["pid", "comm", "heap B", "heap quota", "files",
                                         "file quota", "state"]))
     if missed:
-        click.echo(f"probes missed {missed} hits (see README: quotas)", err=True)
+        click.echo(f"probes missed {missed} hits (see docs/quota.md)", err=True)

@@ -1,0 +1,110 @@
+"""The suite's own time bounds, for real: a test made to hang (TOOLKIT_TEST_HANG) fails
+within its timeout with its stack and the run goes on; one that the signal cannot
+interrupt is ended by the backstop; the per-test log keeps what finished."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+PYPROJECT = HERE.parent / "pyproject.toml"
+TESTS = """
+import pytest
+import bounded
+
+pytestmark = pytest.mark.kernel
+
+def test_a_first():
+    pass
+
+def test_b_hangs():
+    bounded.hang_if_asked("test_b_hangs")
+
+def test_c_after():
+    pass
+"""
+
+
+def run_suite(tmp_path, **env):
+    for f in ("conftest.py", "bounded.py"):
+        shutil.copy(HERE / f, tmp_path / f)
+    (tmp_path / "test_hang.py").write_text(TESTS)
+    log = tmp_path / "tests.log"
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "PYTEST_"))}
+    e.update(TOOLKIT_TEST_NATIVE="1", TOOLKIT_TEST_LOG=str(log), **env)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-c", str(PYPROJECT), "-p",
+                        "no:cacheprovider", "-q", str(tmp_path / "test_hang.py")],
+                       capture_output=True, text=True, env=e, cwd=tmp_path, timeout=60)
+    rows = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+    return p, [(r[0], r[2].rsplit("::", 1)[1]) for r in rows]
+
+
+def test_kernel_test_made_to_hang_fails_with_its_stack_and_the_run_goes_on(tmp_path):
+    p, rows = run_suite(tmp_path, TOOLKIT_TEST_HANG="1", TOOLKIT_TEST_KERNEL_TIMEOUT="2")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "Timeout (>2.0s)" in out and "os.read(r, 1)" in out, out   # the stuck line
+    assert "1 failed, 2 passed" in out, out
+    assert ("failed", "test_b_hangs") in rows and ("passed", "test_c_after") in rows, rows
+
+
+def test_hang_the_signal_cannot_break_is_ended_by_the_backstop(tmp_path):
+    p, rows = run_suite(tmp_path, TOOLKIT_TEST_HANG="hard", TOOLKIT_TEST_KERNEL_TIMEOUT="1",
+                        TOOLKIT_TEST_BACKSTOP_GRACE="2")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "Stack of MainThread" in out and "time.sleep(3600)" in out, out
+    # the log says what finished and what was running when pytest was ended
+    assert rows == [("start", "test_a_first"), ("passed", "test_a_first"),
+                    ("start", "test_b_hangs")], rows
+
+
+def test_every_test_has_a_bound(request):
+    """pytest-timeout is installed and gives this very test the unit-test bound."""
+    assert request.config.pluginmanager.hasplugin("timeout")
+    import pytest_timeout
+    s = pytest_timeout._get_item_settings(request.node)
+    assert s.timeout == 120 and s.method == "signal"
+
+
+def unbounded_waits(root: Path) -> list[str]:
+    """Calls in the tests that can wait forever: subprocess.run/call/check_* without a
+    timeout, .wait()/.communicate() without one, a child's stdout.readline() or a loop
+    over its lines (use bounded.readline and bounded.lines). A line that says `# bounded:`
+    (and why) is exempt: a pump thread whose waits are bounded elsewhere."""
+    import ast
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        if f.name == "bounded.py":
+            continue
+        text = f.read_text()
+        optout = {i + 1 for i, line in enumerate(text.splitlines()) if "# bounded:" in line}
+        for n in ast.walk(ast.parse(text)):
+            if getattr(n, "lineno", None) in optout:
+                continue
+            if (isinstance(n, ast.For) and isinstance(n.iter, ast.Attribute)
+                    and n.iter.attr in ("stdout", "stderr")):
+                found.append(f"{f.relative_to(root)}:{n.lineno}: for line in .{n.iter.attr}")
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+                continue
+            kws = {k.arg for k in n.keywords}
+            owner = n.func.value
+            name = n.func.attr
+            bad = False
+            if (name in ("run", "call", "check_call", "check_output")
+                    and isinstance(owner, ast.Name) and owner.id == "subprocess"):
+                bad = "timeout" not in kws and None not in kws      # None: **kw passed on
+            elif name in ("wait", "communicate"):
+                bad = not n.args and "timeout" not in kws
+            elif name == "readline":
+                bad = isinstance(owner, ast.Attribute) and owner.attr == "stdout"
+            if bad:
+                found.append(f"{f.relative_to(root)}:{n.lineno}: {name}()")
+    return found
+
+
+def test_no_test_waits_without_a_bound():
+    assert unbounded_waits(HERE) == []
