@@ -64,6 +64,6 @@ def _verdict_line(name: str, v: str, fixes: list[str], native_only: bool) -> Non
            "lab": "cannot run natively here; runs in the lab VM (add --lab)",
            "unavailable": "cannot run on this kernel" if native_only else
                           "cannot run here, and the lab is not set up"}[v]
-    click.echo(f"{name:10} {v.upper():12} {how}")
+    click.echo(f"{name:9} {v.upper():12} {how}")
     for fx in fixes:
-        click.echo(f"{'':23}fix {fx}")
+        click.echo(f"{'':22}fix {fx}")
