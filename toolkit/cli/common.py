@@ -28,6 +28,21 @@ def engine_choices() -> tuple[str, ...]:
     return CHOICES
 
 
+def bcc_engine_option(what: str):
+    """--engine on a command whose eBPF side exists on the BCC engine only so far:
+    auto and bcc are accepted, core is a clear error (not a silent BCC run)."""
+    def check(ctx, param, value):
+        if value == "core":
+            raise click.BadParameter(
+                f"{what} on the CO-RE engine is not built yet: it is bcc only "
+                "(docs/ebpf-core.md); use --engine bcc (in the lab where this kernel "
+                "has no headers: --lab)", param_hint="--engine")
+        return value
+    return click.option("--engine", type=click.Choice(engine_choices()), default=None,
+                        callback=check, expose_value=False,
+                        help=f"eBPF engine of {what}: bcc only so far (core is refused).")
+
+
 # ---------------------------------------------------------------- the comma-list parser
 
 def parse_list(text: str, what: str, *, allowed: Iterable[str] | None = None,

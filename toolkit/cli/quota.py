@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .common import lab_option, rerun_in_lab
+from .common import bcc_engine_option, lab_option, rerun_in_lab
 
 QUOTA_BACKENDS = ("lkm", "ebpf")
 
@@ -42,6 +42,7 @@ def quota():
 @_quota_options
 @click.option("--backend", type=click.Choice(QUOTA_BACKENDS), default="lkm",
               show_default=True, help="Which kernel side enforces the quotas.")
+@bcc_engine_option("quota run")
 @lab_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(heap, files, backend, lab, command):
