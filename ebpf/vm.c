@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * vm.c - one process's memory layout from BPF iterators, for
- * `toolkit inspect PID --backend ebpf` (toolkit/inspect/ebpf_source.py).
+ * `toolkit inspect PID --backend ebpf` (toolkit/backends/ebpf_vm.py).
  * The eBPF counterpart of the module's /proc/toolkit/vm (lkm/vm.c).
  *
  *  bpf_iter__task      (>= 5.8) the selected process's leader: pid, comm,
@@ -18,7 +18,7 @@
  * Output: text, line for line the module's format (see lkm/vm.c), so one
  * parser (toolkit/inspect/layout.py) reads both backends and the two
  * outputs can be compared line by line.  Three kinds of line are the BPF
- * side's own and user space turns or strips them (ebpf_source.py):
+ * side's own and user space turns or strips them (toolkit/backends/ebpf_vm.py):
  *   tk_gone <why>            no layout: kthread, or nomm (exiting)
  *   tk_mm <side> <address>   the mm the task walk read, and each VMA's
  *                            vm_mm (all must agree)

@@ -1,4 +1,4 @@
-"""The ebpf side of `toolkit inspect` (toolkit/inspect/ebpf_source.py) on output captured
+"""The ebpf side of `toolkit inspect` (toolkit/backends/ebpf_vm.py) on output captured
 in the lab on 6.1: ebpf/vm.c's task and task_vma iterators and the module's
 /proc/toolkit/vm, read one after the other from the same stopped `sleep`. The BPF output,
 turned into the module's text, must parse to the same Layout, line for line."""
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from toolkit import sysinfo
-from toolkit.errors import BackendError
-from toolkit.inspect import check, ebpf_source as E
+from toolkit.backends import ebpf_vm as E
+from toolkit.errors import BackendError, InspectError
+from toolkit.inspect import check
 from toolkit.inspect.layout import parse_layout
-from toolkit.inspect.source import InspectError
 
 DATA = Path(__file__).parent / "data" / "inspect"
 KSYMS = {"pgdir_shift": 1, "special_mapping_vmops": 1}     # present (addresses unused)

@@ -28,7 +28,7 @@ def test_c_after():
 """
 
 
-def run_suite(tmp_path, **env):
+def run_suite(tmp_path, *args, **env):
     for f in ("conftest.py", "bounded.py"):
         shutil.copy(HERE / f, tmp_path / f)
     (tmp_path / "test_hang.py").write_text(TESTS)
@@ -36,7 +36,7 @@ def run_suite(tmp_path, **env):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "PYTEST_"))}
     e.update(TOOLKIT_TEST_NATIVE="1", TOOLKIT_TEST_LOG=str(log), **env)
     p = subprocess.run([sys.executable, "-m", "pytest", "-c", str(PYPROJECT), "-p",
-                        "no:cacheprovider", "-q", str(tmp_path / "test_hang.py")],
+                        "no:cacheprovider", "-q", *args, str(tmp_path / "test_hang.py")],
                        capture_output=True, text=True, env=e, cwd=tmp_path, timeout=60)
     rows = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
     return p, [(r[0], r[2].rsplit("::", 1)[1]) for r in rows]
@@ -108,3 +108,29 @@ def unbounded_waits(root: Path) -> list[str]:
 
 def test_no_test_waits_without_a_bound():
     assert unbounded_waits(HERE) == []
+
+
+def test_bin_test_summary_counts_a_run_killed_half_way_from_its_per_test_log(tmp_path):
+    """bin/test's closing line: a run with its JUnit XML, one killed half-way (no XML, its
+    per-test log), one the time bound left no room for."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    p, _ = run_suite(tmp_path / "a", f"--junitxml={out / 'native.xml'}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_suite(tmp_path / "b", TOOLKIT_TEST_HANG="hard", TOOLKIT_TEST_KERNEL_TIMEOUT="1",
+              TOOLKIT_TEST_BACKSTOP_GRACE="1")
+    (tmp_path / "b" / "tests.log").rename(out / "kernel-6.1.tests")
+    p = subprocess.run([sys.executable, str(HERE.parent / "bin" / "test-summary"), str(out),
+                        "1", "0", "4500", "native:0:12", "kernel-6.1:124:2500",
+                        "kernel-6.12:budget:0"], capture_output=True, text=True, timeout=60)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 1, p.stdout
+    assert lines[0] == "test: native: 3 passed, 0 failed, 0 skipped in 12 s"
+    assert lines[1].startswith("test: kernel-6.1: ended early (exit 124 after 2500 s): "
+                               "1 passed, 1 failed, 0 skipped (from kernel-6.1.tests); "
+                               "running at the end (counted failed): "), lines[1]
+    assert lines[1].endswith("::test_b_hangs")
+    assert "bin/test's time bound (4500 s) was reached" in lines[2]
+    assert lines[-1] == "4 passed, 2 failed, 0 skipped"

@@ -63,6 +63,14 @@ class LabError(ToolkitError):
     """The lab VM cannot be booted or used."""
 
 
+class InspectError(ToolkitError):
+    """A pid that cannot be inspected (no such process, a kernel thread, gone)."""
+
+
+class QuotaError(ToolkitError):
+    """A quota could not be set, listed or cleared."""
+
+
 def exit_codes_help() -> str:
     """The exit statuses, as the CLI's --help epilog shows them."""
     return "\b\nExit status:\n" + "\n".join(f"  {c:<3} {t}" for c, t in EXIT_CODES.items())

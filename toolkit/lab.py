@@ -193,9 +193,7 @@ fi
 """
 
 
-# QEMU's TCG runs one host thread per vCPU by default (MTTCG). The 6.1 line runs the whole
-# kernel suite that way, 20 module load/unload cycles under a fork storm included. The
-# 6.12 line does not: switching ftrace call sites off while the traced functions run on
+# QEMU's TCG runs one host thread per vCPU by default (MTTCG). On the 6.12 line switching ftrace call sites off while the traced functions run on
 # the other vCPU sends that vCPU to address 0 within a few cycles ("BUG: kernel NULL
 # pointer dereference ... RIP: 0010:0x0", interrupts off, at the entry of the traced
 # function). It happens with no module loaded at all: removing tracefs kprobes, or just
@@ -203,10 +201,13 @@ fi
 # TCG (both vCPUs on one host thread), where the same cycles run clean. So it is
 # cross-modifying code under MTTCG, an emulation problem and not a kernel-module one:
 # results/known-issues/6.12-mttcg-ftrace/ has the scripts, the logs and the counts.
+# The 6.1 line ran the whole suite multi-threaded until a clean-clone CI run hung there
+# (the last round: the guest went silent in test_lkm.py right after a module load, no oops),
+# so it runs single-threaded too (docs/known-issues.md): no line is verified under MTTCG.
 # Multi-threaded TCG only for the lines verified with it; TOOLKIT_LAB_TCG=single|multi
 # overrides for every kernel.
 TCG_ENV = "TOOLKIT_LAB_TCG"
-MTTCG_VERIFIED = ((6, 1),)
+MTTCG_VERIFIED: tuple[tuple[int, int], ...] = ()
 
 
 def tcg_threads(release: str) -> str:

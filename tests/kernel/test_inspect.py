@@ -26,7 +26,8 @@ from bounded import readline  # noqa: E402
 from toolkit.backends import lkm  # noqa: E402
 from toolkit.inspect.check import inspect_and_check  # noqa: E402
 from toolkit.inspect.layout import parse_layout  # noqa: E402
-from toolkit.inspect.source import InspectError, read_layout  # noqa: E402
+from toolkit.errors import InspectError  # noqa: E402
+from toolkit.inspect.source import read_layout  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 VM = lkm.PROC_DIR / "vm"
@@ -41,9 +42,9 @@ def loaded():
 @pytest.fixture(scope="module")
 def ebpf():
     """vm.c compiled once for this file (the compile is cached per process)."""
-    from toolkit.inspect import ebpf_source
+    from toolkit.backends import ebpf_vm
     t0 = time.monotonic()
-    ebpf_source._module()
+    ebpf_vm._module()
     print(f"ebpf/vm.c compiled in {time.monotonic() - t0:.0f} s")
 
 
@@ -133,11 +134,11 @@ def test_lkm_and_ebpf_give_the_same_layout(ebpf):
 def test_ebpf_refuses_what_the_module_refuses(ebpf):
     """The BPF programs' own verdicts (user space's pid checks skipped): a kernel thread,
     a pid nobody has; and the names only BPF-side lookups give: [vdso], full paths."""
-    from toolkit.inspect.ebpf_source import read_layout_ebpf
+    from toolkit.backends.ebpf import EbpfBackend
     with pytest.raises(InspectError, match="kernel thread"):
-        read_layout_ebpf(2)
+        EbpfBackend.layout(2)
     with pytest.raises(InspectError, match="exited|no process"):
-        read_layout_ebpf(4194000)
+        EbpfBackend.layout(4194000)
     lay = read_layout(os.getpid(), "ebpf")
     assert any(v.name == "[vdso]" for v in lay.vmas)
     assert any(v.name.startswith("/") and "python" in v.name for v in lay.vmas), \

@@ -93,6 +93,19 @@ class Stats:
         return d
 
 
+@dataclasses.dataclass
+class LayoutText:
+    """One process's memory layout as a backend read it (`toolkit inspect`), in the
+    module's text format (documented at the top of lkm/vm.c), which toolkit/inspect
+    parses, checks and renders whatever the backend."""
+    text: str
+    # what this backend read differently from the module, or could not read
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # start addresses of VMAs not named as /proc/PID/maps names them (--check then
+    # compares base names)
+    inexact_names: set[int] = dataclasses.field(default_factory=set)
+
+
 class Backend(abc.ABC):
     """start() -> read() ... -> stats() -> stop(); also a context manager."""
 
@@ -111,6 +124,24 @@ class Backend(abc.ABC):
     # table has its own source (the ebpf backend's task iterator): `toolkit mem` then
     # does not compile and attach the event programs it never reads.
     snapshot_needs_start: ClassVar[bool] = True
+    # ProcInfo fields the process table (snapshot) fills with data; None: all of them. A
+    # field left out shows as "-" in tables (null in JSON, empty in CSV), never as a
+    # zero that looks like data.
+    snapshot_fields: ClassVar[frozenset[str] | None] = None
+    # Polling (True): the backend samples the process table every `interval` seconds
+    # (an option it takes), so it sees no process living between two polls and its
+    # records are the differences of two polls, ts_ns a poll time. Streaming (False):
+    # kernel events as they happen.
+    polling: ClassVar[bool] = False
+    # The hook variants the `probe` option selects (--probe); () if it takes none.
+    probes: ClassVar[tuple[str, ...]] = ()
+    # The quotas capability (`toolkit quota`, `toolkit bench quota`): "module:Class" of
+    # a quotas.Quotas implementation, imported when asked; None: not supported.
+    quotas_impl: ClassVar[str | None] = None
+    # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
+    # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
+    # so that no backend module imports its reader at load time); None: not supported.
+    layout_reader: ClassVar[str | None] = None
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -162,6 +193,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> None:
         ...
+
+    @classmethod
+    def layout(cls, pid: int) -> LayoutText:
+        """One process's memory layout, read from the kernel's own structures
+        (task_struct -> mm_struct); no start() needed. BackendError where the backend
+        cannot, InspectError for a pid that cannot be inspected."""
+        if cls.layout_reader is None:
+            raise BackendError(f"the {cls.name} backend cannot read a process's memory "
+                               "layout", hint="use --backend "
+                               + " or ".join(backends_with("layout_reader")))
+        module, func = cls.layout_reader.split(":")
+        return getattr(importlib.import_module(module), func)(pid)
+
+    @classmethod
+    def quotas_class(cls):
+        """The class enforcing this backend's quotas (quotas.Quotas); BackendError where
+        there is none."""
+        if cls.quotas_impl is None:
+            raise BackendError(f"the {cls.name} backend enforces no quotas",
+                               hint="use --backend " + " or ".join(backends_with("quotas_impl")))
+        module, name = cls.quotas_impl.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    @classmethod
+    def quotas(cls, exclusive: bool = False):
+        """This backend's quotas, attached (quotas.Quotas; close() when done)."""
+        return cls.quotas_class()(exclusive=exclusive)
 
     def __enter__(self):
         self.start()
@@ -233,9 +291,25 @@ def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
 
 
 def backend_class(name: str, engine: str | None = None):
-    """The class behind backend `name` (for an engine backend: that engine's)."""
+    """The class behind backend `name`; for a backend with engines, that engine's, or
+    without one the first engine's (BCC: the one with every capability so far), so that
+    what a name can do does not depend on the host asking."""
+    if name in ENGINE_BACKENDS and engine in (None, "auto"):
+        from .engines import ENGINES
+        engine = ENGINES[0]
     module, cls = _target(name, {"engine": engine})[0].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def backends_with(capability: str) -> list[str]:
+    """The registered backends whose class declares @capability (a true attribute:
+    layout_reader, probes, polling ...), in registry order."""
+    return [n for n in REGISTRY if getattr(backend_class(n), capability)]
+
+
+def fills(fields: frozenset[str] | None, name: str) -> bool:
+    """Does a backend whose `provides` / `snapshot_fields` is @fields fill field @name?"""
+    return fields is None or name in fields
 
 
 def provided_fields(name: str) -> list[str]:

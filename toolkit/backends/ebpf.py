@@ -327,6 +327,9 @@ class EbpfBackend(base.Backend):
     default_probe = "kprobe"
     warmup_note = "BCC compile: ~25 s under TCG"
     snapshot_needs_start = False    # procs.c, compiled on its own (procs_module())
+    layout_reader = "toolkit.backends.ebpf_vm:read_layout"  # ebpf/vm.c's iterators
+    probes = PROBES
+    quotas_impl = "toolkit.backends.ebpf_quota:EbpfQuotas"  # ebpf/quota.c
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
                  transport: str | None = None, buffer_pages: int | None = None,

@@ -21,9 +21,10 @@ import subprocess
 from pathlib import Path
 
 from .. import schema, sysinfo
+from ..errors import InspectError
 from ..paths import INCLUDE_DIR, LKM_DIR, RESULTS_DIR
-from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, MemInfo,
-                   ProcInfo, Snapshot, Stats, event_counters)
+from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, LayoutText,
+                   MemInfo, ProcInfo, Snapshot, Stats, event_counters)
 
 MODULE = "toolkit_lkm"
 PROC_DIR = Path("/proc/toolkit")
@@ -370,6 +371,60 @@ def status() -> dict:
     return out
 
 
+# ---------------------------------------------------------------- /proc/toolkit/vm
+
+def _vm_select(fd: int, pid: int) -> None:
+    """Write @pid to an open /proc/toolkit/vm (the selection belongs to that open file)."""
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            raise InspectError(f"no process with pid {pid} (or it has exited)") from None
+        if e.errno == errno.EINVAL:
+            raise InspectError(f"pid {pid} cannot be inspected: a kernel thread, "
+                               "or not a valid pid") from None
+        raise
+
+
+def _vm_read(fd: int, pid: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    try:
+        while chunk := os.read(fd, _READ_CHUNK):
+            chunks.append(chunk)
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            raise InspectError(f"pid {pid} exited while being read") from None
+        raise
+    return b"".join(chunks).decode(errors="replace")
+
+
+def read_vm_text(pid: int) -> str:
+    """The module's /proc/toolkit/vm text for @pid (open, write the pid, seek to 0,
+    read); errors as the module returns them, explained."""
+    path = PROC_DIR / "vm"
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise BackendError(f"{path} does not exist: {MODULE} is not loaded "
+                           "(or is older than `inspect`)",
+                           hint="`toolkit lkm load`, or add --lab") from None
+    except PermissionError:
+        raise BackendError(f"{path} is root-only", hint="run as root") from None
+    try:
+        _vm_select(fd, pid)
+        return _vm_read(fd, pid)
+    finally:
+        os.close(fd)
+
+
+def read_layout(pid: int) -> LayoutText:
+    """LkmBackend.layout: the module loaded if it is not, then /proc/toolkit/vm."""
+    if not is_loaded():
+        load()
+    return LayoutText(read_vm_text(pid))
+
+
 # ---------------------------------------------------------------- the backend
 
 class LkmBackend(Backend):
@@ -377,6 +432,8 @@ class LkmBackend(Backend):
     with these if it runs with others), events ("fork,exec" / "all"), keep_loaded."""
 
     name = "lkm"
+    layout_reader = "toolkit.backends.lkm:read_layout"      # /proc/toolkit/vm (lkm/vm.c)
+    quotas_impl = "toolkit.backends.lkm_quota:LkmQuotas"    # /proc/toolkit/quota
 
     def __init__(self, uid: int | None = None, ring_size: int | None = None,
                  proc_gid: int | None = None, events: str | None = None,

@@ -3,9 +3,8 @@ the kernel's own structures (task_struct -> mm_struct) by the module's /proc/too
 or by ebpf/vm.c's BPF iterators, and compared with what /proc/PID says.
 
 layout.py       the module's text -> a Layout (regions, counters, VMAs, page-table entries)
-source.py       reading a Layout through a backend (lkm, or ebpf via ebpf_source.py)
-ebpf_source.py  the BPF iterators' output -> the module's text, plus what BPF reads
-                differently (notes)
+source.py       a Layout through a backend's layout(pid) capability (the kernel I/O is
+                the backends': lkm.read_layout, ebpf_vm.read_layout), parsed here
 check.py   a Layout against /proc/PID/{maps,status,stat}, field by field
 render.py  tables and JSON
 """

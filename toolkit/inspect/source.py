@@ -1,20 +1,17 @@
-"""Reading one pid's Layout through a backend.
+"""Reading one pid's Layout through a backend's `layout(pid)` capability.
 
-lkm: open /proc/toolkit/vm, write the pid, seek to 0, read (the selection belongs to that
-open file). ebpf: ebpf/vm.c's task and task_vma iterators (ebpf_source.py), whose output
-is the module's text.
+The backends own the kernel I/O (lkm: /proc/toolkit/vm, toolkit/backends/lkm.py; ebpf:
+ebpf/vm.c's iterators, toolkit/backends/ebpf_vm.py) and give the module's text; this
+file checks the pid first, then parses what the backend read.
 """
 from __future__ import annotations
 
-import errno
 import os
 
 from .. import sysinfo
-from ..errors import BackendError, ToolkitError
+from ..backends import base
+from ..errors import BackendError, InspectError
 from .layout import Layout, LayoutError, parse_layout
-
-class InspectError(ToolkitError):
-    """A pid that cannot be inspected (no such process, a kernel thread, gone)."""
 
 
 def parse_pid(text: str) -> int:
@@ -40,53 +37,20 @@ def check_pid(pid: int) -> None:
                            "to inspect")
 
 
-def read_vm_text(pid: int) -> str:
-    """The module's text for @pid; errors as the module returns them, explained."""
-    from ..backends import lkm
-    path = lkm.PROC_DIR / "vm"
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        raise BackendError(f"{path} does not exist: {lkm.MODULE} is not loaded "
-                           "(or is older than `inspect`)",
-                           hint="`toolkit lkm load`, or add --lab") from None
-    except PermissionError:
-        raise BackendError(f"{path} is root-only", hint="run as root") from None
-    try:
-        try:
-            os.write(fd, f"{pid}\n".encode())
-        except OSError as e:
-            if e.errno == errno.ESRCH:
-                raise InspectError(f"no process with pid {pid} (or it has exited)") from None
-            if e.errno == errno.EINVAL:
-                raise InspectError(f"pid {pid} cannot be inspected: a kernel thread, "
-                                   "or not a valid pid") from None
-            raise
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks = []
-        try:
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        except OSError as e:
-            if e.errno == errno.ESRCH:
-                raise InspectError(f"pid {pid} exited while being read") from None
-            raise
-        return b"".join(chunks).decode(errors="replace")
-    finally:
-        os.close(fd)
-
-
 def read_layout(pid: int, backend: str = "lkm") -> Layout:
-    if backend not in ("lkm", "ebpf"):
-        raise BackendError(f"unknown backend {backend!r} for inspect", hint="lkm or ebpf")
-    check_pid(pid)
-    if backend == "ebpf":
-        from .ebpf_source import read_layout_ebpf
-        return read_layout_ebpf(pid)
-    from ..backends import lkm
-    if not lkm.is_loaded():
-        lkm.load()
+    """@pid's Layout as the backend named @backend reads it."""
     try:
-        return parse_layout(read_vm_text(pid))
+        cls = base.backend_class(backend)
+    except KeyError:
+        raise BackendError(f"unknown backend {backend!r}; choose one of "
+                           f"{', '.join(base.REGISTRY)}") from None
+    check_pid(pid)
+    got = cls.layout(pid)
+    try:
+        lay = parse_layout(got.text)
     except LayoutError as e:
-        raise BackendError(f"unexpected output of /proc/toolkit/vm: {e}") from None
+        raise BackendError(f"unexpected layout from the {backend} backend: {e}") from None
+    for v in lay.vmas:
+        v.name_exact = v.start not in got.inexact_names
+    lay.backend, lay.notes = cls.name, list(got.notes)
+    return lay

@@ -1,8 +1,12 @@
-"""The ebpf side of `toolkit inspect`: ebpf/vm.c's two BPF iterators, run through
-toolkit/backends/bpf_iter.py, and their output turned into the module's text.
+"""The eBPF backend's `layout(pid)` capability (`toolkit inspect --backend ebpf`):
+ebpf/vm.c's two BPF iterators, run through bpf_iter.py, and their output turned into the
+module's text (lkm/vm.c's format), which toolkit/inspect parses for both backends.
+
+The compile reuses the eBPF backend's preflight and compile_source (ebpf.py); this
+module is apart from ebpf.py because it serves another command.
 
 Why text in the module's format (and not binary rows): the two sides then share one
-parser (layout.parse_layout) and one contract, the format documented in lkm/vm.c, and no
+parser (toolkit/inspect/layout.py) and one contract, the format documented in lkm/vm.c, and no
 struct layout has to be kept in step between C and Python. The BPF programs print the
 module's lines where BPF can compute them; for the page table they print each present
 entry raw (`tk_pgd`), and this file derives the module's `pgd` line (range, frame, flag
@@ -18,9 +22,11 @@ from __future__ import annotations
 import time
 
 from .. import sysinfo
-from ..errors import BackendError
+from ..errors import BackendError, InspectError
 from ..paths import EBPF_DIR
-from .layout import Layout, LayoutError, parse_layout
+from . import bpf_iter
+from .base import LayoutText
+from .ebpf import ITER_CFLAGS, compile_source, preflight
 
 SOURCE = EBPF_DIR / "vm.c"
 # the kernel variables the programs read through their kallsyms address (tk_vm_cfg)
@@ -52,13 +58,11 @@ def _module():
     global _BPF
     if _BPF is not None:
         return _BPF
-    from ..backends import bpf_iter
     for target in ("task", "task_vma"):
         if not bpf_iter.supported(target):
             raise BackendError(f"the ebpf side of inspect needs the BPF {target} iterator "
                                f"(kernel >= {'.'.join(map(str, bpf_iter.MIN_KERNEL[target]))}"
                                f"), this is {sysinfo.release()}", hint="use --backend lkm")
-    from ..backends.ebpf import ITER_CFLAGS, compile_source, preflight
     preflight(SOURCE)
     _BPF = compile_source(SOURCE, ITER_CFLAGS, what="inspect (ebpf)", hint="add --lab")
     return _BPF
@@ -78,8 +82,6 @@ def _configure(bpf, pid: int) -> dict[str, int]:
 
 
 def _walk(bpf, target: str, pid: int) -> list[str]:
-    from ..backends import bpf_iter
-    from .source import InspectError
     try:
         data = bpf_iter.read(bpf, target, bpf_iter.task_link_info(pid))
     except BackendError:
@@ -116,17 +118,10 @@ def _pgd_line(index: int, raw: int, shift: int, physmask: int) -> str:
             + ",".join(flags))
 
 
-def to_module_text(task_lines: list[str], vma_lines: list[str], pid: int,
-                   ksyms: dict[str, int] | None = None) -> tuple[str, list[str], set[int]]:
-    """The two walks' output as the module's text, the notes, and the start addresses of
-    VMAs whose name is not the one maps shows. Raises InspectError for a process that
-    cannot be shown, _Changed when the walks disagree."""
-    from .source import InspectError
-    ksyms = ksyms or {}
-    out, notes, inexact = [], [], set()
-    mm_task, mm_vma = None, set()
-    geom = None
-    pgd_raw = []
+def _task_part(task_lines: list[str], pid: int) -> dict:
+    """The task iterator's lines: the module's lines as they are, and the BPF-only ones
+    (tk_*) taken apart. InspectError for a process that cannot be shown."""
+    part = {"out": [], "notes": [], "mm": None, "geom": None, "pgd": []}
     for line in task_lines:
         key, _, rest = line.partition(" ")
         w = rest.split()
@@ -136,40 +131,48 @@ def to_module_text(task_lines: list[str], vma_lines: list[str], pid: int,
                                    "to inspect")
             raise InspectError(f"pid {pid} exited while being read (no mm left)")
         if key == "tk_mm":
-            mm_task = int(w[1], 16)
+            part["mm"] = int(w[1], 16)
         elif key == "tk_geom":
-            geom = (int(w[0]), int(w[1], 16))
+            part["geom"] = (int(w[0]), int(w[1], 16))
         elif key == "tk_geom_cpus":
             if int(w[0]) < int(w[1]):
-                notes.append(f"ebpf: RSS per-CPU deltas summed over the first {w[0]} of "
-                             f"{w[1]} CPUs only (the BPF loop's bound)")
+                part["notes"].append(f"ebpf: RSS per-CPU deltas summed over the first "
+                                     f"{w[0]} of {w[1]} CPUs only (the BPF loop's bound)")
         elif key == "tk_pgd":
-            pgd_raw.append((int(w[0]), int(w[1], 16)))
+            part["pgd"].append((int(w[0]), int(w[1], 16)))
         elif key == "tk_note":
-            notes.append(f"ebpf: {rest}")
+            part["notes"].append(f"ebpf: {rest}")
         else:
-            out.append(line)
-    if mm_task is None:
+            part["out"].append(line)
+    if part["mm"] is None:
         if sysinfo.is_kernel_thread(pid) is None:
             raise InspectError(f"pid {pid} exited while being read")
         raise BackendError(f"the BPF task iterator did not find pid {pid} "
                            f"(its output: {task_lines[:3]!r})")
-    vmas = []
+    if part["geom"] is None:
+        raise BackendError("the BPF task iterator printed no page-table geometry")
+    return part
+
+
+def _vma_part(vma_lines: list[str]) -> tuple[list[str], set[int], set[int]]:
+    """The task_vma iterator's lines: the vma lines, the mms it walked, and the start of
+    every VMA named by its real path (an overlayfs backing file)."""
+    vmas, mms, inexact = [], set(), set()
     for line in _join_broken(vma_lines):
         key, _, rest = line.partition(" ")
         if key == "tk_mm":
-            mm_vma.add(int(rest.split()[1], 16))
+            mms.add(int(rest.split()[1], 16))
         elif key == "tk_note" and rest.startswith("backing-file "):
             inexact.add(int(rest.split()[1], 16))
         elif key == "vma":
             vmas.append(line)
         else:
             raise BackendError(f"unexpected line from the BPF task_vma iterator: {line!r}")
-    if mm_vma - {mm_task}:
-        raise _Changed("the task and task_vma walks saw different mms (an exec between)")
-    if geom is None:
-        raise BackendError("the BPF task iterator printed no page-table geometry")
-    shift, physmask = geom
+    return vmas, mms, inexact
+
+
+def _ksym_notes(ksyms: dict[str, int], inexact: set[int]) -> list[str]:
+    notes = []
     if not ksyms.get("pgdir_shift"):
         notes.append("ebpf: no pgdir_shift in kallsyms: assumed 4-level paging "
                      "(a kernel without CONFIG_X86_5LEVEL)")
@@ -180,27 +183,50 @@ def to_module_text(task_lines: list[str], vma_lines: list[str], pid: int,
                      "by their real path: the path the user opened "
                      "(backing_file.user_path, 6.8+) is no struct path bpf_d_path accepts; "
                      "--check compares their base names")
-    out.append(f"paging_levels {5 if shift == 48 else 4}")
-    out += vmas
-    out += [_pgd_line(i, raw, shift, physmask) for i, raw in pgd_raw]
-    text = "\n".join(out) + "\n"
+    return notes
+
+
+def _stack_vma_line(out: list[str], vmas: list[str]) -> str | None:
+    """The module's `region stack_vma` (its vma_lookup(mm, start_stack)), found in the
+    VMA list; checks that the walks saw as many VMAs as map_count (else _Changed)."""
+    fields = {tuple(w[:2]): w[2:] for w in (line.split() for line in out) if len(w) >= 3}
     try:
-        lay = parse_layout(text)
-    except LayoutError as e:
-        raise BackendError(f"unexpected output of ebpf/vm.c: {e}") from None
-    if lay.counters["map_count"] != len(lay.vmas):
-        raise _Changed(f"map_count {lay.counters['map_count']} but {len(lay.vmas)} VMAs "
-                       "walked (the layout changed between the walks)")
-    ss = lay.regions["stack"][0]
-    sv = next((v for v in lay.vmas if v.start <= ss < v.end), None)
-    if sv is not None:      # the module's vma_lookup(mm, start_stack)
-        text += f"region stack_vma {sv.start:x} {sv.end:x}\n"
-    return text, notes, inexact
+        map_count = int(fields[("counter", "map_count")][0])
+        stack = int(fields[("region", "stack")][0], 16)
+        ranges = [(int(w[1], 16), int(w[2], 16)) for w in (v.split() for v in vmas)]
+    except (KeyError, IndexError, ValueError):
+        raise BackendError("unexpected output of ebpf/vm.c: no map_count or stack region, "
+                           "or a malformed vma line") from None
+    if map_count != len(vmas):
+        raise _Changed(f"map_count {map_count} but {len(vmas)} VMAs walked (the layout "
+                       "changed between the walks)")
+    sv = next(((s, e) for s, e in ranges if s <= stack < e), None)
+    return f"region stack_vma {sv[0]:x} {sv[1]:x}" if sv else None
 
 
-def read_layout_ebpf(pid: int) -> Layout:
-    """One pid's Layout through ebpf/vm.c; walks again (up to ATTEMPTS) when the process
-    changed between the task and the task_vma walk."""
+def to_module_text(task_lines: list[str], vma_lines: list[str], pid: int,
+                   ksyms: dict[str, int] | None = None) -> tuple[str, list[str], set[int]]:
+    """The two walks' output as the module's text, the notes, and the start addresses of
+    VMAs whose name is not the one maps shows. Raises InspectError for a process that
+    cannot be shown, _Changed when the walks disagree."""
+    task = _task_part(task_lines, pid)
+    vmas, mm_vma, inexact = _vma_part(vma_lines)
+    if mm_vma - {task["mm"]}:
+        raise _Changed("the task and task_vma walks saw different mms (an exec between)")
+    shift, physmask = task["geom"]
+    out = task["out"] + [f"paging_levels {5 if shift == 48 else 4}"] + vmas
+    out += [_pgd_line(i, raw, shift, physmask) for i, raw in task["pgd"]]
+    stack_vma = _stack_vma_line(out, vmas)
+    if stack_vma:
+        out.append(stack_vma)
+    notes = task["notes"] + _ksym_notes(ksyms or {}, inexact)
+    return "\n".join(out) + "\n", notes, inexact
+
+
+def read_layout(pid: int) -> LayoutText:
+    """EbpfBackend.layout: one pid's layout through ebpf/vm.c in the module's text; walks
+    again (up to ATTEMPTS) when the process changed between the task and the task_vma
+    walk."""
     bpf = _module()
     why = ""
     for attempt in range(ATTEMPTS):
@@ -213,11 +239,6 @@ def read_layout_ebpf(pid: int) -> Layout:
             why = str(e)
             time.sleep(0.01 * (attempt + 1))
             continue
-        lay = parse_layout(text)
-        for v in lay.vmas:
-            v.name_exact = v.start not in inexact
-        lay.backend = "ebpf"
-        lay.notes = [ALWAYS, *notes]
-        return lay
+        return LayoutText(text, [ALWAYS, *notes], inexact)
     raise BackendError(f"pid {pid}: no consistent layout in {ATTEMPTS} walks ({why})",
                        hint="the process changes its mappings faster than BPF walks them")
