@@ -41,7 +41,8 @@ def test_doctor_json_exit_status_matches_verdicts():
     verdicts = {b: v["verdict"] for b, v in data["verdicts"].items()}
     # each eBPF engine's own verdict beside the backend's (the best of the two)
     assert set(verdicts) == {"lkm", "ebpf", "ebpf:bcc", "ebpf:core", "cnproc", "taskstats",
-                             "acct"}
+                             "acct", "auditd", "bpftrace", "forkstat", "execsnoop",
+                             "exitsnoop"}
     order = ("native", "lab", "unavailable")
     assert verdicts["ebpf"] == min(verdicts["ebpf:bcc"], verdicts["ebpf:core"], key=order.index)
     wanted = [v for b, v in verdicts.items() if ":" not in b]
@@ -50,7 +51,8 @@ def test_doctor_json_exit_status_matches_verdicts():
     names = {c["name"] for c in data["checks"]}
     for needed in ("root", "loadable modules", "kprobes", "kernel headers", "BTF", "tracefs",
                    "bcc (python3-bpfcc)", "lockdown / module signing", "proc connector",
-                   "taskstats", "BSD process accounting v3"):
+                   "taskstats", "BSD process accounting v3", "audit syscall rules",
+                   "auditd installed", "bpftrace installed", "forkstat installed"):
         assert needed in names
 
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import click
 
-from ..backends.base import KERNEL_BACKENDS, REGISTRY, backend_class, backends_with
+from ..backends.base import KERNEL_BACKENDS, REGISTRY, backends_with, registered_class
 from ..errors import LabError, ToolkitError
 
 BACKENDS = tuple(REGISTRY)
