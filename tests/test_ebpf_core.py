@@ -289,3 +289,21 @@ def test_export_drops_are_the_engines_own_count(stack, storm):
     final = exp.stop()["final_stats"]
     assert prom.query("sum(last_over_time(toolkit_events_dropped_total[1m]))") == \
         final["dropped"] + final["missed"] + final["read_lost"]
+
+
+def test_the_main_job_splits_into_a_native_and_a_lab_part():
+    """Where BCC and the module cannot run (this host: no headers, no kprobes, no modules),
+    the default backends go in two parts: ebpf-core beside the kernel's interfaces here,
+    then lkm with both engines in the lab; --engine core alone stays native."""
+    from toolkit.backends import engines as E
+    from toolkit.cli.bench import split_parts
+    if E.bcc_blocker() is None:
+        pytest.skip("BCC runs here: nothing needs the lab")
+    native, lab = split_parts(["lkm", "ebpf", "cnproc", "taskstats", "acct", "ps"], ["auto"])
+    assert native == {"names": ["ebpf", "cnproc", "taskstats", "acct", "ps"],
+                      "engines": ["core"]}
+    assert lab == {"names": ["lkm", "ebpf"], "engines": ["bcc", "core"]}
+    native, lab = split_parts(["ebpf", "cnproc"], ["core"])
+    assert native == {"names": ["ebpf", "cnproc"], "engines": ["core"]} and lab is None
+    native, lab = split_parts(["ebpf"], ["bcc"])
+    assert native is None and lab == {"names": ["ebpf"], "engines": ["bcc"]}

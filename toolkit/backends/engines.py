@@ -50,6 +50,11 @@ def core_blocker() -> str | None:
     return None
 
 
+def blocker(engine: str) -> str | None:
+    """Why `engine` cannot run on this kernel, or None."""
+    return bcc_blocker() if engine == "bcc" else core_blocker()
+
+
 def resolve(engine: str | None) -> tuple[str, str]:
     """(engine, reason) for --engine ENGINE (None: auto)."""
     engine = engine or "auto"

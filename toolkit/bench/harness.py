@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
-from ..backends.base import NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
+from ..backends.base import ENGINE_BACKENDS, NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
 from .cpulimit import CpuLimit
@@ -76,8 +76,9 @@ def fmt_interval(s: float) -> str:
     return f"ps@{s:g}s"
 
 
-def engine_specs(engines: list[str], probes: list[str] | None, buffer_pages: int | None,
-                 transport: str | None, wakeup: str | None) -> list[BackendSpec]:
+def engine_specs(name: str, engines: list[str], probes: list[str] | None,
+                 buffer_pages: int | None, transport: str | None,
+                 wakeup: str | None) -> list[BackendSpec]:
     """One column per (engine, probe): ebpf, ebpf:tracepoint (BCC), ebpf-core,
     ebpf-core:tp_btf (CO-RE). A probe another engine has is skipped for this one; the
     engine's default hook is named by the label alone."""
@@ -85,7 +86,7 @@ def engine_specs(engines: list[str], probes: list[str] | None, buffer_pages: int
     from ..backends.base import backend_class
     specs = []
     for engine in engines:
-        cls = backend_class("ebpf", engine)
+        cls = backend_class(name, engine)
         mine = [p for p in probes or [None] if p is None or p in cls.probes]
         if not mine:
             raise BenchError(f"--probe {','.join(probes)}: none is a hook of the {engine} "
@@ -96,7 +97,7 @@ def engine_specs(engines: list[str], probes: list[str] | None, buffer_pages: int
                                       ("transport", transport if engine == "bcc" else None))
                     if v}
             tag = "" if probe in (None, cls.default_probe) else f":{probe}"
-            specs.append(BackendSpec(E.label(engine) + tag, "ebpf", opts))
+            specs.append(BackendSpec(E.label(engine) + tag, name, opts))
     return specs
 
 
@@ -109,8 +110,9 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
     for b in backends:
         if b == "lkm":
             specs.append(BackendSpec("lkm", "lkm", {"ring_size": ring_size} if ring_size else {}))
-        elif b == "ebpf":
-            specs += engine_specs(engines or ["bcc"], probes, buffer_pages, transport, wakeup)
+        elif b in ENGINE_BACKENDS:
+            specs += engine_specs(b, engines or ["bcc"], probes, buffer_pages, transport,
+                                  wakeup)
         elif b in NATIVE_INTERFACE_BACKENDS:
             opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
             specs.append(BackendSpec(b, b, opts))

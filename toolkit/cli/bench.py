@@ -152,15 +152,16 @@ def split_parts(names: list[str], engines: list[str]) -> tuple[dict | None, dict
     so that lkm, ebpf and ebpf-core stand in one lab table); named engines that cannot
     run here send eBPF to the lab."""
     from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
     auto = "auto" in engines
     want = list(E.ENGINES) if auto else engines
     native_engines = [e for e in want if _engine_native(e)]
-    lab_only = [b for b in names if b != "ebpf" and needs_lab([b]) is not None]
-    ebpf_lab = "ebpf" in names and (not native_engines or (
-        not auto and set(native_engines) != set(want)) or bool(lab_only))
-    lab_names = [b for b in names if b in lab_only or (b == "ebpf" and ebpf_lab)]
+    lab_only = [b for b in names if b not in ENGINE_BACKENDS and needs_lab([b]) is not None]
+    engines_lab = not native_engines or (not auto and set(native_engines) != set(want)) \
+        or bool(lab_only)
+    lab_names = [b for b in names if b in lab_only or (b in ENGINE_BACKENDS and engines_lab)]
     native_names = [b for b in names if b not in lab_only
-                    and (b != "ebpf" or native_engines)]
+                    and (b not in ENGINE_BACKENDS or native_engines)]
     native = {"names": native_names, "engines": native_engines} if native_names else None
     lab = {"names": lab_names, "engines": want} if lab_names else None
     return native, lab
@@ -168,8 +169,9 @@ def split_parts(names: list[str], engines: list[str]) -> tuple[dict | None, dict
 
 def _engine_native(engine: str) -> bool:
     from ..backends import engines as E
-    return (E.bcc_blocker() if engine == "bcc" else E.core_blocker()) is None \
-        and needs_lab(["ebpf"], engines=[engine]) is None
+    from ..backends.base import ENGINE_BACKENDS
+    return E.blocker(engine) is None \
+        and needs_lab(ENGINE_BACKENDS, engines=[engine]) is None
 
 
 def _part_out(out: str | None, part: str) -> str:
@@ -208,6 +210,7 @@ def _run_part(a: dict, where: str) -> None:
     """One part of the bench, here: native or (inside the VM) lab defaults."""
     from .. import paths
     from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
     from ..bench import harness as H
     from ..bench.workload import StormParams
     d = DEFAULTS[where]
@@ -223,7 +226,7 @@ def _run_part(a: dict, where: str) -> None:
     if len(rates) > 1 and 0 in rates:
         raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
                                  "give rates > 0", param_hint="--rate")
-    if "ebpf" in a["names"] and not engines:
+    if set(a["names"]) & set(ENGINE_BACKENDS) and not engines:
         raise ToolkitError("bench: no eBPF engine can run here (`toolkit doctor`)")
     exec_every = 1 if a["exec_all"] else a["exec_every"]
     params = {"backends": a["names"], "engines": engines, "probes": a["probes"],
