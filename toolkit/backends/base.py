@@ -280,10 +280,17 @@ def backend_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def registered_class(name: str):
+    """The class REGISTRY names for @name (whatever engine a run may pick): what the
+    CLI's choices and checks are built from."""
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def backends_with(capability: str) -> list[str]:
     """The registered backends whose class declares @capability (a true attribute:
-    layout_reader, probes, polling ...), in registry order."""
-    return [n for n in REGISTRY if getattr(backend_class(n), capability)]
+    layout_reader, quotas_impl, probes, polling ...), in registry order."""
+    return [n for n in REGISTRY if getattr(registered_class(n), capability)]
 
 
 def fills(fields: frozenset[str] | None, name: str) -> bool:
