@@ -281,3 +281,44 @@ def test_bench_with_the_native_peers(tmp_path, monkeypatch):
         assert m["rss_error_pct"]["median"] is None          # "-", not 0
     with A.exclusive():
         assert not A.our_rules(A.auditctl("-l", check=False))
+
+
+def test_auditd_beside_a_running_auditd_reads_its_log(tmp_path, monkeypatch):
+    """An audit daemon already registered (as the system's auditd.service would be):
+    the backend adds only its rules, reads that daemon's log_file from its end, and
+    leaves the daemon running. The "system" daemon here is one of ours with its own
+    config, so that the test touches nothing under /etc or /var/log."""
+    needs("auditd")
+    (tmp_path / "plugins").mkdir()
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(A.private_conf(Path(A.SYSTEM_CONF).read_text(), str(tmp_path)))
+    conf.chmod(0o600)
+    monkeypatch.setattr(A, "SYSTEM_CONF", str(conf))
+    with A.exclusive():
+        before = _audit_state()
+        daemon = subprocess.Popen(["auditd", "-n", "-c", str(tmp_path)])
+        try:
+            end = time.monotonic() + 10
+            while A.status().get("pid") != daemon.pid and time.monotonic() < end:
+                time.sleep(0.1)
+            assert A.status().get("pid") == daemon.pid
+            b = A.AuditdBackend()
+            b.start()
+            try:
+                b.reset_stats()
+                kids = _children(5, execs=0)
+                got, end = [], time.monotonic() + 10
+                while time.monotonic() < end and sum(r.event == "exit" for r in got) < 5:
+                    got += [r for r in b.read(0.2) if r.tgid in kids]
+                st = b.stats()
+            finally:
+                b.stop()
+            assert st.extra["mode"] == "shared"
+            assert st.extra["log_file"] == str(tmp_path / "audit.log")
+            assert {r.pid: r.exit_code for r in got if r.event == "exit"} == kids
+            assert not A.our_rules(A.auditctl("-l", check=False)) and daemon.poll() is None
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            A.restore(before)
+        assert _audit_state() == before
