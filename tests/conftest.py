@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="kernel test: runs in the lab VM (bin/test), "
                                    "or natively with TOOLKIT_TEST_NATIVE=1")
     for item in items:
-        if "kernel" in item.keywords:
+        if item.get_closest_marker("kernel") is not None:
             item.add_marker(skip)
 
 
@@ -109,7 +109,7 @@ def _log(outcome: str, nodeid: str, secs: float = 0.0) -> None:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if CI and rep.skipped and "kernel" in item.keywords:
+    if CI and rep.skipped and (item.get_closest_marker("kernel") or item.get_closest_marker("core")):
         rep.outcome = "failed"
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.longrepr = f"kernel test skipped under CI=true (counts as a failure): {reason}"
