@@ -47,7 +47,7 @@ class BackendSpec:
 
     @property
     def poll(self) -> bool:
-        return self.name == "ps"
+        return self._attr("polling", False)       # Backend.polling: ps
 
     @property
     def provides(self) -> list[str]:
