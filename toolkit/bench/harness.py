@@ -461,6 +461,9 @@ class Harness:
                      dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
                      scan_s=r.scan_s if r.wall_s else None, throttled=r.throttled,
                      ps_wall_s=r.wall_s if r.wall_s else None)
+            # the backend's own scalar counters (a peer's loss reports, its socket's drops)
+            e["backend_extra"] = {k: v for k, v in ((r.stats or {}).get("extra") or {}).items()
+                                  if isinstance(v, (int, float, str, bool)) and k != "argv"}
         return e
 
     # ---------------------------------------------------------------- files
