@@ -260,6 +260,7 @@ def test_doctor_lists_the_engines_and_attach_kinds():
 
 # ---------------------------------------------------------------- Prometheus
 
+@pytest.mark.native_only
 def test_export_to_a_real_prometheus(stack, storm):
     """`toolkit export --backend ebpf --engine core` scraped by a real Prometheus: the
     storm's children exactly (parent filter in the kernel), nothing dropped."""
@@ -278,6 +279,7 @@ def test_export_to_a_real_prometheus(stack, storm):
     assert final["events"]["fork"]["delivered"] == n and final["dropped"] == 0
 
 
+@pytest.mark.native_only
 def test_export_drops_are_the_engines_own_count(stack, storm):
     """A one-page ring under a 4,000-child storm: Prometheus's dropped total is the
     engine's own (ring reservations that failed, per type), the final one."""
@@ -291,6 +293,7 @@ def test_export_drops_are_the_engines_own_count(stack, storm):
         final["dropped"] + final["missed"] + final["read_lost"]
 
 
+@pytest.mark.native_only
 def test_the_main_job_splits_into_a_native_and_a_lab_part():
     """Where BCC and the module cannot run (this host: no headers, no kprobes, no modules),
     the default backends go in two parts: ebpf-core beside the kernel's interfaces here,

@@ -201,6 +201,25 @@ class BpfStatsSwitch:
         self.prev = None
 
 
+def decode(raw: list[bytes]) -> tuple[list, int]:
+    """Records from the ring's byte strings, and how many were too short to be one (a
+    reader loss: counted as read_lost, never silently skipped)."""
+    out = [schema.unpack(b) for b in raw if len(b) >= schema.RECORD_SIZE]
+    return out, len(raw) - len(out)
+
+
+def check_uid(uid: int | None) -> int | None:
+    if uid is not None and not (0 <= int(uid) < 2**32 - 1):
+        raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
+    return None if uid is None else int(uid)
+
+
+def check_ppid(ppid: int | None) -> int | None:
+    if ppid is not None and not 0 < int(ppid) < 2**32:
+        raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
+    return None if ppid is None else int(ppid)
+
+
 def stats_enabled() -> bool:
     return STATS_SYSCTL.exists() and STATS_SYSCTL.read_text().strip() == "1"
 
@@ -511,12 +530,8 @@ class EbpfBackend(base.Backend):
             raise base.BackendError("ebpf backend: read() before start()")
         self._poll(timeout)
         raw, self._mod.sink[:] = list(self._mod.sink), []
-        out = []
-        for buf in raw:
-            if len(buf) < schema.RECORD_SIZE:
-                self._read_lost += 1
-                continue
-            out.append(schema.unpack(buf))
+        out, short = decode(raw)
+        self._read_lost += short
         return out
 
     # ---- uid and parent filters ------------------------------------------
@@ -529,16 +544,12 @@ class EbpfBackend(base.Backend):
         table[ct.c_int(schema.CONFIG_SLOTS["wakeup"])] = ct.c_ulonglong(self._wakeup_every())
 
     def set_ppid_filter(self, ppid: int | None) -> None:
-        if ppid is not None and not 0 < int(ppid) < 2**32:
-            raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
-        self.ppid_filter = None if ppid is None else int(ppid)
+        self.ppid_filter = check_ppid(ppid)
         if self._mod:
             self._apply_filters()
 
     def set_uid_filter(self, uid: int | None) -> None:
-        if uid is not None and not (0 <= int(uid) < 2**32 - 1):
-            raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
-        super().set_uid_filter(None if uid is None else int(uid))
+        super().set_uid_filter(check_uid(uid))
         if self._mod:
             self._apply_filters()
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from .. import schema
 from ..paths import EBPF_DIR
 from . import base, libbpf
-from .ebpf import (BpfStatsSwitch, check_wakeup, events_from_counters, hook_stats,
-                   prog_stats, ring_capacity, stats_enabled, wakeup_every)
+from .ebpf import (BpfStatsSwitch, check_ppid, check_uid, check_wakeup, decode,
+                   events_from_counters, hook_stats, prog_stats, ring_capacity,
+                   stats_enabled, wakeup_every)
 
 BUILD_DIR = EBPF_DIR / "core" / "build"
 LIFECYCLE_OBJ = BUILD_DIR / "lifecycle.bpf.o"
@@ -242,16 +243,12 @@ class EbpfCoreBackend(base.Backend):
                        wakeup_every(self.wakeup, self.capacity(), os.cpu_count() or 1))
 
     def set_uid_filter(self, uid: int | None) -> None:
-        if uid is not None and not (0 <= int(uid) < 2**32 - 1):
-            raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
-        super().set_uid_filter(None if uid is None else int(uid))
+        super().set_uid_filter(check_uid(uid))
         if self._obj:
             self._apply_config()
 
     def set_ppid_filter(self, ppid: int | None) -> None:
-        if ppid is not None and not 0 < int(ppid) < 2**32:
-            raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
-        self.ppid_filter = None if ppid is None else int(ppid)
+        self.ppid_filter = check_ppid(ppid)
         if self._obj:
             self._apply_config()
 
@@ -263,12 +260,8 @@ class EbpfCoreBackend(base.Backend):
         self._ring.poll(max(0, int(timeout * 1000)))
         self._ring.consume()    # what came without a wakeup (batched policy)
         raw, self._sink[:] = list(self._sink), []
-        out = []
-        for buf in raw:
-            if len(buf) < schema.RECORD_SIZE:
-                self._read_lost += 1
-                continue
-            out.append(schema.unpack(buf))
+        out, short = decode(raw)
+        self._read_lost += short
         return out
 
     # ---- stats ----------------------------------------------------------
