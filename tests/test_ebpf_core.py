@@ -310,3 +310,23 @@ def test_the_main_job_splits_into_a_native_and_a_lab_part():
     assert native == {"names": ["ebpf", "cnproc"], "engines": ["core"]} and lab is None
     native, lab = split_parts(["ebpf"], ["bcc"])
     assert native is None and lab == {"names": ["ebpf"], "engines": ["bcc"]}
+
+
+@pytest.mark.native_only
+def test_a_small_native_bench_with_ebpf_core(tmp_path, monkeypatch):
+    """bench forkstorm natively with ebpf-core beside cnproc: every fork, exec and exit
+    of the ledger, no drop, in-kernel ns per event from bpf_stats, the engine recorded."""
+    from click.testing import CliRunner
+    from toolkit.cli import main
+    monkeypatch.setenv("TOOLKIT_BUILD_DIR", str(tmp_path / "build"))
+    r = CliRunner().invoke(main, ["bench", "forkstorm", "--backend", "ebpf,cnproc",
+                                  "--engine", "core", "--native", "--count", "300",
+                                  "--repeat", "1", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    b = s["backends"]["ebpf-core"]
+    assert b["capture"] == {"fork": 1.0, "exec": 1.0, "exit": 1.0}, b
+    assert b["dropped"] == 0 and b["never_seen"] == 0 and b["exit_code_agreement"] == 1.0
+    assert b["ns_per_event"] and b["ns_per_event"] > 0
+    assert b["options"]["engine"] == "core" and s["environment"]["parameters"]["part"] == "native"
+    assert "ebpf-core" in r.output and "cnproc" in r.output
