@@ -79,6 +79,7 @@ def _serve(ex, name, opts, labels, addr, ppid, interval, stop, linger=0.0) -> No
         if ppid is not None:
             b.set_ppid_filter(ppid)
         b.reset_stats()
+        labels = ex.labels_of(b, labels)
         reader = ex.Reader(b, ex.Tally(interval))
         ex.register(registry, reader, labels)
         reader.start()
