@@ -331,3 +331,21 @@ def test_a_small_native_bench_with_ebpf_core(tmp_path, monkeypatch):
     assert b["ns_per_event"] and b["ns_per_event"] > 0
     assert b["options"]["engine"] == "core" and s["environment"]["parameters"]["part"] == "native"
     assert "ebpf-core" in r.output and "cnproc" in r.output
+
+
+@pytest.mark.native_only
+def test_native_restricts_the_main_job_to_its_native_part(tmp_path, monkeypatch):
+    """--native on a host where lkm cannot run: part 1 alone, saying what it left out."""
+    from click.testing import CliRunner
+    from toolkit.backends import engines as E
+    from toolkit.cli import main
+    if E.bcc_blocker() is None:
+        pytest.skip("BCC runs here: nothing is left out")
+    monkeypatch.setenv("TOOLKIT_BUILD_DIR", str(tmp_path / "build"))
+    r = CliRunner().invoke(main, [
+        "bench", "forkstorm", "--backend", "lkm,ebpf,cnproc", "--native", "--count", "100",
+        "--repeat", "1", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert "left out (lab only): lkm" in r.output
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert sorted(s["backends"]) == ["cnproc", "ebpf-core"]

@@ -11,10 +11,13 @@ file with no build step, as ``bpf_iter.py`` already does for libbcc.
 
 libbpf's messages (warnings, the verifier log of a rejected program) go through
 ``libbpf_set_print`` to a Python callback, formatted by libc's vsnprintf, and end up in
-the error that explains a failure instead of on the terminal.
+the error that explains a failure instead of on the terminal. The callback is installed
+around this module's own calls only and the previous one restored after: libbcc uses the
+same libbpf.so.1, and BCC's messages stay BCC's.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import ctypes.util
 import os
@@ -68,7 +71,7 @@ def lib():
     _libc = ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
     _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
     P, I, U, S, B = ct.c_void_p, ct.c_int, ct.c_uint32, ct.c_char_p, ct.c_bool
-    _sig(L, "libbpf_set_print", P, PRINT_FN)
+    L.libbpf_set_print.restype = P      # argtypes unset: our PRINT_FN, or a saved pointer
     _sig(L, "libbpf_num_possible_cpus", I)
     _sig(L, "bpf_object__open_file", P, S, P)
     _sig(L, "bpf_object__load", I, P)
@@ -97,9 +100,19 @@ def lib():
     _sig(L, "btf__free", None, P)
     _sig(L, "btf__find_by_name_kind", I, P, S, U)
     _sig(L, "btf__type_by_id", P, P, U)
-    L.libbpf_set_print(_print)
     _lib = L
     return L
+
+
+@contextlib.contextmanager
+def captured():
+    """libbpf's messages go to this module's log for the duration (see take_log)."""
+    L = lib()
+    prev = L.libbpf_set_print(_print)
+    try:
+        yield
+    finally:
+        L.libbpf_set_print(ct.c_void_p(prev))
 
 
 def take_log() -> str:
@@ -156,16 +169,18 @@ class Program:
 
     def attach(self) -> Link:
         """Attach by the program's section (kprobe/..., tp_btf/..., fentry/...)."""
-        ptr = lib().bpf_program__attach(self.ptr)
-        if not ptr:
-            raise _fail(f"attaching {self.name}")
+        with captured():
+            ptr = lib().bpf_program__attach(self.ptr)
+            if not ptr:
+                raise _fail(f"attaching {self.name}")
         return Link(ptr, self.name)
 
     def iterate(self, chunk: int = 1 << 16) -> bytes:
         """Attach an iterator program, walk once, return every byte it wrote."""
-        ptr = lib().bpf_program__attach_iter(self.ptr, None)
-        if not ptr:
-            raise _fail(f"attaching iterator {self.name}")
+        with captured():
+            ptr = lib().bpf_program__attach_iter(self.ptr, None)
+            if not ptr:
+                raise _fail(f"attaching iterator {self.name}")
         link = Link(ptr, self.name)
         try:
             fd = lib().bpf_iter_create(link.fd)
@@ -223,9 +238,10 @@ class Object:
         L = lib()
         take_log()
         self.path = path
-        self.ptr = L.bpf_object__open_file(path.encode(), None)
-        if not self.ptr:
-            raise _fail(f"opening {path}")
+        with captured():
+            self.ptr = L.bpf_object__open_file(path.encode(), None)
+            if not self.ptr:
+                raise _fail(f"opening {path}")
 
     def programs(self) -> list[Program]:
         out, p = [], None
@@ -248,9 +264,10 @@ class Object:
         return Map(m, name)
 
     def load(self) -> None:
-        err = lib().bpf_object__load(self.ptr)
-        if err:
-            raise _fail(f"loading {os.path.basename(self.path)}", err)
+        with captured():
+            err = lib().bpf_object__load(self.ptr)
+            if err:
+                raise _fail(f"loading {os.path.basename(self.path)}", err)
 
     def close(self) -> None:
         if self.ptr:

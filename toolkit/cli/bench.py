@@ -132,6 +132,11 @@ def forkstorm(backends, probe, engine, wakeup, ps_interval, count, rate, collect
         _check_out(out)
         rerun_in_lab(f" ({'--kernel ' + kernel if kernel else '--lab given'})", kernel=kernel)
     native, lab = split_parts(names, engines)
+    if where is False and native and lab:     # --native: part 1 alone
+        left = [b for b in lab["names"] if b not in native["names"]]
+        click.echo(f"bench: --native: natively {', '.join(native['names'])}"
+                   + (f"; left out (lab only): {', '.join(left)}" if left else ""), err=True)
+        return _run_part({**args, **native}, "native")
     if where is False or not lab:
         return _run_part(args, "native")
     _check_out(out)
