@@ -281,12 +281,18 @@ def test_export_to_a_real_prometheus(stack, storm):
 
 @pytest.mark.native_only
 def test_export_drops_are_the_engines_own_count(stack, storm):
-    """A one-page ring under a 4,000-child storm: Prometheus's dropped total is the
-    engine's own (ring reservations that failed, per type), the final one."""
+    """A one-page ring under a 4,000-child storm, its reader stopped (SIGSTOP) so the ring
+    surely overflows: Prometheus's dropped total is the engine's own (ring reservations
+    that failed, per type), the final one."""
+    import signal
     s = storm(4000)
     exp, prom = stack("--backend", "ebpf", "--engine", "core", "-o", "buffer_pages=1",
                       "--linger", "4")
-    s.go()
+    exp.proc.send_signal(signal.SIGSTOP)
+    try:
+        s.go()
+    finally:
+        exp.proc.send_signal(signal.SIGCONT)
     time.sleep(1.5)
     final = exp.stop()["final_stats"]
     assert final["dropped"] > 0, "a one-page ring lost nothing: nothing was compared"
