@@ -200,14 +200,20 @@ def test_a_rejected_object_says_what_libbpf_said(tmp_path):
 # ---------------------------------------------------------------- the commands
 
 def test_watch_reports_fork_exec_exit_with_codes_and_rss():
+    import bounded
     w = subprocess.Popen([str(TOOLKIT), "watch", "--backend", "ebpf", "--engine", "core",
-                          "--format", "jsonl", "--duration", "4", "--uid", str(UID)],
+                          "--format", "jsonl", "--duration", "30" if workload.IN_LAB else "6",
+                          "--uid", str(UID)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    ledger = workload.run_as(UID, n=2, threads=1, mem_mib=8, timeout=60)
-    out, err = w.communicate(timeout=60)
+    try:
+        first = bounded.readline(w.stderr, 120, "watch's attached line")
+    except AssertionError:
+        w.kill()
+        raise
+    assert "engine core" in first and "attached" in first, first
+    ledger = workload.run_as(UID, n=2, threads=1, mem_mib=8, timeout=120)
+    out, err = w.communicate(timeout=120)
     assert w.returncode == 0, err
-    assert "engine core" in err and "attached" in err
     recs = [json.loads(line) for line in out.splitlines()]
     kids = {c["pid"]: c for c in ledger["children"]}
     exits = {r["pid"]: r for r in recs if r["type"] == schema.EVENT_BY_NAME["exit"]
