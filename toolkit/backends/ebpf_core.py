@@ -24,16 +24,14 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..paths import EBPF_DIR
 from . import base, libbpf
+from .engines import BTF, CORE_BUILD_DIR, CORE_BUILD_HINT, CORE_LIFECYCLE_OBJ
 from .ebpf import (BpfStatsSwitch, check_ppid, check_uid, check_wakeup, decode,
                    events_from_counters, hook_stats, prog_stats, ring_capacity,
                    stats_enabled, wakeup_every)
 
-BUILD_DIR = EBPF_DIR / "core" / "build"
-LIFECYCLE_OBJ = BUILD_DIR / "lifecycle.bpf.o"
+BUILD_DIR, LIFECYCLE_OBJ, BUILD_HINT = CORE_BUILD_DIR, CORE_LIFECYCLE_OBJ, CORE_BUILD_HINT
 PROCS_OBJ = BUILD_DIR / "procs.bpf.o"
-BTF = Path("/sys/kernel/btf/vmlinux")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 PROBES = ("kprobe", "fentry", "tp_btf", "raw_tp")
 DEFAULT_PAGES = 256
@@ -47,7 +45,6 @@ PROGRAMS = {
     "raw_tp": {"fork": "rt_sched_process_fork", "exec": "rt_sched_process_exec",
                "exit": "rt_sched_process_exit"},
 }
-BUILD_HINT = "build the CO-RE objects: `make -C ebpf/core` (bin/setup does it)"
 KINDS = {"kp": "kprobe", "fe": "fentry", "tb": "tp_btf", "rt": "raw_tp"}
 
 

@@ -17,6 +17,14 @@ from pathlib import Path
 
 from .. import sysinfo
 from ..errors import BackendError
+from ..paths import EBPF_DIR
+
+# The CO-RE engine's objects and what it needs of the kernel (ebpf_core.py loads them;
+# here so that choosing an engine imports neither engine)
+CORE_BUILD_DIR = EBPF_DIR / "core" / "build"
+CORE_LIFECYCLE_OBJ = CORE_BUILD_DIR / "lifecycle.bpf.o"
+BTF = Path("/sys/kernel/btf/vmlinux")
+CORE_BUILD_HINT = "build the CO-RE objects: `make -C ebpf/core` (bin/setup does it)"
 
 ENGINES = ("bcc", "core")
 CHOICES = ("auto",) + ENGINES
@@ -38,15 +46,15 @@ def bcc_blocker() -> str | None:
 
 def core_blocker() -> str | None:
     """Why the CO-RE engine cannot run on this kernel, or None."""
-    from . import ebpf_core, libbpf
-    if not ebpf_core.BTF.exists():
-        return f"no kernel BTF ({ebpf_core.BTF})"
+    from .libbpf import lib
+    if not BTF.exists():
+        return f"no kernel BTF ({BTF})"
     try:
-        libbpf.lib()
+        lib()
     except BackendError as e:
         return str(e)
-    if not ebpf_core.LIFECYCLE_OBJ.exists():
-        return f"{ebpf_core.LIFECYCLE_OBJ} is not built ({ebpf_core.BUILD_HINT})"
+    if not CORE_LIFECYCLE_OBJ.exists():
+        return f"{CORE_LIFECYCLE_OBJ} is not built ({CORE_BUILD_HINT})"
     return None
 
 
