@@ -69,3 +69,34 @@ def test_silence_limit_from_the_environment(monkeypatch):
     monkeypatch.setenv(lab.SILENCE_ENV, "soon")
     with pytest.raises(lab.LabError, match="TOOLKIT_LAB_SILENCE"):
         lab.silence_limit()
+
+
+def test_sigterm_kills_the_vm_too(tmp_path):
+    """`timeout` around the caller sends SIGTERM to lab run, not to QEMU (a session of its
+    own): lab run must kill it."""
+    import os
+    import signal
+    import subprocess
+    pidfile = tmp_path / "vm.pid"
+    code = ("import sys; from pathlib import Path; from toolkit import lab\n"
+            "seen = lab._Activity([])\n"
+            f"s = lab._boot(['/bin/sh', '-c', 'echo $$ > {pidfile}; exec sleep 60'], "
+            "'6.1.0-56-amd64', lab.Accel('kvm', 't'), 1, '1G', Path('/tmp'), None, True, "
+            "seen, None)\n"
+            "print(s)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        vm = int(pidfile.read_text())
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(30)
+    assert out.strip() == "(130, 'interrupted')"
+    with pytest.raises(ProcessLookupError):
+        os.kill(vm, 0)

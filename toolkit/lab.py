@@ -359,10 +359,19 @@ def _boot(argv, release, accel, cpus, memory, results, timeout, quiet, seen, sil
                               daemon=True)]
     for t in pumps:
         t.start()
+    # SIGTERM (e.g. from `timeout` around the caller) ends the VM too: QEMU runs in a
+    # session of its own and would not get it
+    def _term(*_):
+        raise KeyboardInterrupt
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _term) if in_main else None
     try:
         ended = _watch(proc, t0, timeout, silence, seen)
     except KeyboardInterrupt:
         ended = "interrupted"
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
     if ended:
         _kill_group(proc)
     for t in pumps:
