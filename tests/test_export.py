@@ -8,204 +8,26 @@ and both are killed in teardown.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.parse
 import urllib.request
-from pathlib import Path
 
-import bounded
 import pytest
 from click.testing import CliRunner
+from promstack import (TOOLKIT, Exporter, free_port, need_tool, settled,  # noqa: F401
+                       stack, storm, wait_for)
 
 from toolkit import export as ex
-from toolkit.bench import workload
 from toolkit.cli import main
 from toolkit.paths import ROOT as REPO
 
 ROOT = os.geteuid() == 0
-TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 RULES = REPO / "contrib" / "prometheus" / "toolkit-alerts.yml"
 needs_root = pytest.mark.skipif(not ROOT, reason="the proc connector needs root")
-
-
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    assert path, f"{tool} is missing: apt-get install prometheus (bin/setup installs it)"
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(what: str, fn, timeout: float, every: float = 0.2):
-    end = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-class Exporter:
-    """`toolkit export ... --listen 127.0.0.1:0`: the port from its `serving` line."""
-
-    def __init__(self, tmp: Path, *args: str):
-        self.err_path = tmp / f"export-{time.monotonic_ns()}.err"
-        self.err = open(self.err_path, "w")
-        self.proc = subprocess.Popen([TOOLKIT, "export", "--listen", "127.0.0.1:0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=self.err)
-        m = _wait_for("the exporter's serving line", self._serving, 30)
-        self.port = int(m.group(1))
-
-    def _serving(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"export exited {self.proc.returncode}: {self.stderr()}")
-        return re.search(r"serving http://127\.0\.0\.1:(\d+)/metrics", self.stderr())
-
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def stop(self, timeout: float = 30) -> dict:
-        """SIGTERM; the exit status must be 0; the final counters it printed."""
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        assert rc == 0, self.stderr()
-        line = [x for x in self.stderr().splitlines() if x.startswith('{"final_stats"')]
-        assert line, self.stderr()
-        return json.loads(line[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.err.close()
-
-
-class Prometheus:
-    """A real Prometheus on loopback scraping one target every second."""
-
-    def __init__(self, tmp: Path, target_port: int):
-        binary = _need("prometheus")
-        self.port = _free_port()
-        cfg = tmp / "prometheus.yml"
-        cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                       "scrape_configs:\n  - job_name: toolkit\n"
-                       f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
-        self.log = open(tmp / "prometheus.log", "w")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        _wait_for("prometheus /-/ready", self._ready, 60)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited {self.proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready",
-                                        timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> float | None:
-        """The instant query's one value (None: no series), via the HTTP API."""
-        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
-               + urllib.parse.urlencode({"query": expr}))
-        with urllib.request.urlopen(url, timeout=5) as r:
-            body = json.load(r)
-        assert body["status"] == "success", body
-        res = body["data"]["result"]
-        assert len(res) <= 1, f"{expr}: {res}"
-        return float(res[0]["value"][1]) if res else None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    """Start an exporter then Prometheus on it: stack(*export_args) -> (exp, prom)."""
-    started = []
-
-    def start(*args):
-        exp = Exporter(tmp_path, *args)
-        started.append(exp)
-        prom = Prometheus(tmp_path, exp.port)
-        started.append(prom)
-        _wait_for("the first scrape", lambda: prom.query('up{job="toolkit"}') == 1, 30)
-        return exp, prom
-    yield start
-    for thing in reversed(started):
-        thing.stop() if isinstance(thing, Prometheus) else thing.kill()
-
-
-class Storm:
-    """forkstorm held at --wait-start: its pid first, children only after go()."""
-
-    def __init__(self, tmp: Path, count: int, rate: float = 0.0):
-        bins = workload.build()
-        params = workload.StormParams(count=count, rate=rate)
-        self.proc = subprocess.Popen(params.argv(bins, tmp / "ledger.csv") + ["--wait-start"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        ready = bounded.readline(self.proc.stdout, 60, "forkstorm's ready line").split()
-        assert ready[:1] == ["ready"], self.proc.stderr.read()
-        self.pid = int(ready[1])
-
-    def go(self, timeout: float = 120) -> dict:
-        out, err = self.proc.communicate("go\n", timeout=timeout)
-        assert self.proc.returncode == 0, err
-        return workload.parse_summary(out)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def storm(tmp_path):
-    made = []
-
-    def make(count, rate=0.0):
-        s = Storm(tmp_path, count, rate)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.kill()
-
-
-def _settled(prom: Prometheus, expr: str, scrapes: int = 3, timeout: float = 30) -> float:
-    """The query's value once it stayed the same over `scrapes` scrapes (1 s apart)."""
-    seen: list = []
-
-    def stable():
-        seen.append(prom.query(expr))
-        return len(seen) >= scrapes and len(set(seen[-scrapes:])) == 1 and seen[-1] is not None
-    _wait_for(f"{expr} to settle", stable, timeout, every=1.0)
-    return seen[-1]
 
 
 # ---------------------------------------------------------------- with a real Prometheus
@@ -220,11 +42,11 @@ def test_prometheus_reports_exactly_the_storms_children(stack, storm):
     assert prom.query('toolkit_events_total{type="fork"}') == 0
     summary = s.go()
     assert summary.get("forked", n) == n
-    forks = _settled(prom, 'toolkit_events_total{type="fork",backend="cnproc"}')
+    forks = settled(prom, 'toolkit_events_total{type="fork",backend="cnproc"}')
     drops = prom.query("sum(toolkit_events_dropped_total)")
     assert drops == 0, f"{drops} events dropped despite a 16 MiB socket buffer"
     assert forks == n
-    assert _settled(prom, 'toolkit_events_total{type="exit"}') == n
+    assert settled(prom, 'toolkit_events_total{type="exit"}') == n
     assert prom.query('increase(toolkit_events_total{type="fork"}[5m])') >= n
     # forks and exits of one window (60 s): at most the 4 children alive at a window
     # boundary (forkstorm's default concurrency) are not short-lived
@@ -244,10 +66,10 @@ def test_prometheus_sees_at_least_the_storm_unfiltered(stack, storm):
     n = 300
     s = storm(n)
     exp, prom = stack("--backend", "cnproc", "-o", "rcvbuf=16777216")
-    _wait_for("a pre-storm sample", lambda: prom.query(
+    wait_for("a pre-storm sample", lambda: prom.query(
         'count_over_time(toolkit_events_total{type="fork"}[1m])') >= 2, 20)
     s.go()
-    got = _wait_for("the storm's forks and exits in Prometheus", lambda: (
+    got = wait_for("the storm's forks and exits in Prometheus", lambda: (
         (prom.query('increase(toolkit_events_total{type="fork"}[5m])') or 0) >= n
         and (prom.query('increase(toolkit_events_total{type="exit"}[5m])') or 0) >= n), 30)
     assert got
@@ -296,7 +118,7 @@ def test_port_taken_is_an_error_not_a_traceback():
 def test_backend_that_cannot_run_here_is_an_error():
     """The kprobe module cannot load on this kernel (no modules): a clear error, exit 2,
     and the port it had bound is free again."""
-    port = _free_port()
+    port = free_port()
     r = subprocess.run([TOOLKIT, "export", "--backend", "lkm", "--listen",
                         f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
@@ -329,7 +151,7 @@ def test_systemd_unit_runs_the_exporter():
 # ---------------------------------------------------------------- fleet: alert rules
 
 def test_alert_rules_pass_promtool():
-    r = subprocess.run([_need("promtool"), "check", "rules", str(RULES)],
+    r = subprocess.run([need_tool("promtool"), "check", "rules", str(RULES)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 3 rules found" in r.stdout
@@ -339,7 +161,7 @@ def test_alert_rules_fire_on_their_conditions():
     """promtool's rule unit tests (contrib/prometheus/toolkit-alerts.test.yml): each
     alert fires on a made-up series that should trigger it and not on a quiet one."""
     tests = RULES.with_name("toolkit-alerts.test.yml")
-    r = subprocess.run([_need("promtool"), "test", "rules", str(tests)],
+    r = subprocess.run([need_tool("promtool"), "test", "rules", str(tests)],
                        capture_output=True, text=True, timeout=60, cwd=tests.parent)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
@@ -385,3 +207,19 @@ def test_drops_by_reason_is_a_partition():
     assert sum(n for _t, _r, n in rows) == 3 + 4 + 3 + 5     # transport is inside dropped
     assert {r for _t, r, _n in rows} <= set(ex.REASONS)
     assert (ex.schema.HOOKS[0][2], "hook_missed", 2) in rows
+
+
+@needs_root
+def test_no_series_for_a_type_the_interface_cannot_see(tmp_path):
+    """taskstats reports exits only (Backend.event_types): no fork series at 0 that
+    would look like a count, and its drops are socket drops of exits."""
+    exp = Exporter(tmp_path, "--backend", "taskstats")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{exp.port}/metrics", timeout=10) as r:
+            body = r.read().decode()
+        assert 'toolkit_events_total{backend="taskstats",type="exit"}' in body
+        assert 'type="fork"' not in body and 'type="exec"' not in body
+        assert 'reason="socket_drops",type="exit"' in body
+        exp.stop()
+    finally:
+        exp.kill()

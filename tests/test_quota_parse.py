@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit import quota
+from toolkit.backends import lkm_quota
 from toolkit.cli import main
 
 TABLE = """# probes_missed 2
@@ -36,23 +37,23 @@ def test_parse_count():
 
 
 def test_parse_table():
-    rows, missed = quota.parse_table(TABLE)
+    rows, missed = lkm_quota.parse_table(TABLE)
     assert missed == 2 and [r.pid for r in rows] == [271, 300]
     assert rows[0].state == "killed-files" and rows[0].files_quota == 3
     assert rows[1].comm == "a b" and rows[1].heap_quota == 0
-    assert quota.parse_table(TABLE.splitlines()[1] + "\n") == ([], 0)
+    assert lkm_quota.parse_table(TABLE.splitlines()[1] + "\n") == ([], 0)
     with pytest.raises(ValueError):
-        quota.parse_table("# pid comm\n")
+        lkm_quota.parse_table("# pid comm\n")
     with pytest.raises(ValueError):
-        quota.parse_table(TABLE + "1 2 3\n")
+        lkm_quota.parse_table(TABLE + "1 2 3\n")
 
 
 def test_set_command():
-    assert quota.set_command(5, 1024, None) == "set 5 heap=1024"
-    assert quota.set_command(5, None, 9) == "set 5 files=9"
-    assert quota.set_command(5, 1, 2) == "set 5 heap=1 files=2"
+    assert lkm_quota.set_command(5, 1024, None) == "set 5 heap=1024"
+    assert lkm_quota.set_command(5, None, 9) == "set 5 files=9"
+    assert lkm_quota.set_command(5, 1, 2) == "set 5 heap=1 files=2"
     with pytest.raises(quota.QuotaError):
-        quota.set_command(5, None, None)
+        lkm_quota.set_command(5, None, None)
 
 
 def test_check_target_refuses_init_self_kthread_and_missing():

@@ -3,6 +3,7 @@ ps backend, and bad input."""
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -139,6 +140,8 @@ def test_batch_jsonl_ps_stamped_iterations():
     for fr in frames:
         pids = [p["pid"] for p in fr["processes"]]
         assert busy.pid in pids
+        # ps has no peak RSS: null, never a 0 that looks like data
+        assert {p["peak_kib"] for p in fr["processes"]} == {None}
     # sorted by CPU delta: the busy loop leads (ps counts whole seconds: >= 1 s in 1.5 s)
     last = frames[1]["processes"]
     assert last[0]["cpu_pct"] >= 60, last[:3]
@@ -150,9 +153,40 @@ def test_batch_csv_and_table():
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     pids = [int(x["pid"]) for x in rows]
     assert pids == sorted(pids) and rows[0]["time"]
+    assert {x["peak_kib"] for x in rows} == {""}       # ps: no peak RSS, an empty cell
     r = run_top("--interval", "0.5", "--once", "--limit", "3")
     assert r.returncode == 0 and "polling cannot see them" in r.stdout
     assert r.stdout.startswith("--- ") and "cpu%" in r.stdout
+    assert set(column(r.stdout, "peak")) == {"-"}, r.stdout     # never 0K
+
+
+def column(table: str, name: str) -> list[str]:
+    """The cells of column @name in a tabulate "simple" table (by the dashes' spans, so
+    an empty cell elsewhere does not shift it)."""
+    lines = table.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.lstrip().startswith("pid"))
+    spans = [m.span() for m in re.finditer(r"-+", lines[head + 1])]
+    a, b = next(sp for sp in spans if lines[head][sp[0]:sp[1]].strip() == name)
+    body = lines[head + 2:]
+    body = body[:body.index("")] if "" in body else body       # the table ends at a blank
+    cells = [line[a:b].strip() for line in body]
+    assert cells, table
+    return cells
+
+
+def test_mem_ps_has_no_peak_rss():
+    """`toolkit mem --backend ps`: ps has no peak RSS, shown as "-" and null, not 0."""
+    r = subprocess.run([sys.executable, "-c", "from toolkit.cli import main; main()", "mem",
+                        "--backend", "ps", "--top", "5"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert set(column(r.stdout.split("\n\n", 1)[1], "peak_kib")) == {"-"}, r.stdout
+    r = subprocess.run([sys.executable, "-c", "from toolkit.cli import main; main()", "mem",
+                        "--backend", "ps", "--format", "json"], capture_output=True,
+                       text=True, timeout=60)
+    procs = json.loads(r.stdout)["processes"]
+    assert procs and {p["hiwater_rss_kib"] for p in procs} == {None}
+    assert all(p["rss_kib"] is not None for p in procs)
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -188,6 +188,11 @@ class ToolkitCollector:
     def __init__(self, reader: Reader, labels: dict):
         self.reader = reader
         self.labels = dict(labels)
+        # the types the interface reports at all (Backend.event_types): no series of a
+        # type it cannot see (taskstats and acct: exits only), never a zero that looks
+        # like data
+        types = getattr(reader.backend, "event_types", None)
+        self.types = None if types is None else set(types) | {UNTYPED}
         self.names, self.values = list(self.labels), list(self.labels.values())
 
     def _family(self, kind, name: str, doc: str, extra: tuple = ()):
@@ -226,7 +231,7 @@ class ToolkitCollector:
                              "Events delivered by the backend, by type.", ("type",))
         filtered = self._family("counter", "toolkit_events_filtered",
                                 "Events left out by the uid/parent filter.", ("type",))
-        for t, c in stats.events.items():
+        for t, c in self._typed(stats):
             if t != UNTYPED:
                 total.add_metric(self.values + [t], c.delivered)
                 filtered.add_metric(self.values + [t], c.filtered)
@@ -234,7 +239,8 @@ class ToolkitCollector:
                                "Events lost, by type and reason (each loss once).",
                                ("type", "reason"))
         for t, reason, n in drops_by_reason(stats):
-            dropped.add_metric(self.values + [t, reason], n)
+            if self.types is None or t in self.types:
+                dropped.add_metric(self.values + [t, reason], n)
         transport = self._family(
             "counter", "toolkit_events_lost_in_transport",
             "Losses the transport itself reported (perf lost samples, netlink socket "
@@ -250,6 +256,10 @@ class ToolkitCollector:
                 fam = self._family("counter", name, doc)
                 fam.add_metric(self.values, stats.extra[key])
                 yield fam
+
+    def _typed(self, stats):
+        return [(t, c) for t, c in stats.events.items()
+                if self.types is None or t in self.types]
 
     def _hooks_and_ring(self, stats):
         if stats.hooks:

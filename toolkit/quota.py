@@ -1,8 +1,9 @@
 """Per-process quotas on heap and open files, enforced from the kernel by SIGKILL.
 
 What the module (lkm/quota.c) and the eBPF programs (ebpf/quota.c) enforce, from
-Python: the size and count parsers the CLI uses, the /proc/toolkit/quota reader and
-writer, and ``run``: start a command already under its quotas.
+Python: the size and count parsers the CLI uses, the checks of a target, and
+``spawn_registered``: start a command already under its quotas. The kernel sides are
+behind the Quotas interface (toolkit/backends/quotas.py: lkm_quota.py, ebpf_quota.py).
 
 heap  = mm->data_vm in bytes: the private, writable, non-stack memory that RLIMIT_DATA
         limits (the brk heap plus private writable mappings: anonymous mmap, writable
@@ -13,19 +14,14 @@ files = open file descriptors (the bits set in the fd table), checked whenever o
 """
 from __future__ import annotations
 
-import dataclasses
-import errno
 import os
 import re
 import signal
-from pathlib import Path
 from typing import Callable, Sequence
 
-from . import schema
-from .errors import BackendError, QuotaError
+from . import schema, sysinfo
+from .errors import QuotaError
 
-QUOTA_FILE = Path("/proc/toolkit/quota")
-COLUMNS = ["pid", "start_ns", "comm", "heap", "heap_quota", "files", "files_quota", "state"]
 FILES_MAX = 2**31 - 1        # the module's limit (INT_MAX)
 HEAP_MAX = 2**63 - 1
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -65,105 +61,16 @@ def check_target(pid: int) -> None:
         raise QuotaError("pid 1 (init) cannot be given a quota: killing it panics the kernel")
     if pid == os.getpid():
         raise QuotaError(f"pid {pid} is this toolkit process itself")
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        raise QuotaError(f"no process {pid}") from None
-    flags = int(stat[stat.rindex(")") + 2:].split()[6])
-    if flags & 0x00200000:                      # PF_KTHREAD
+    kthread = sysinfo.is_kernel_thread(pid)
+    if kthread is None:
+        raise QuotaError(f"no process {pid}")
+    if kthread:
         raise QuotaError(f"pid {pid} is a kernel thread: it has no heap or files to limit")
 
 
-@dataclasses.dataclass(frozen=True)
-class QuotaRow:
-    pid: int
-    start_ns: int
-    comm: str
-    heap: int
-    heap_quota: int          # 0: none
-    files: int
-    files_quota: int         # 0: none
-    state: str               # tracking, killed-heap, killed-files
-
-
-def parse_table(text: str) -> tuple[list[QuotaRow], int]:
-    """/proc/toolkit/quota -> (rows, probes_missed); checks the header line."""
-    rows, missed, header = [], 0, False
-    for line in text.splitlines():
-        if line.startswith("# probes_missed "):
-            missed = int(line.split()[2])
-        elif line.startswith("#"):
-            if line.split()[1:] != COLUMNS:
-                raise ValueError(f"unexpected quota header: {line!r}")
-            header = True
-        elif line:
-            parts = line.split(" ")
-            if len(parts) != len(COLUMNS):
-                raise ValueError(f"bad quota line: {line!r}")
-            vals = dict(zip(COLUMNS, parts))
-            rows.append(QuotaRow(**{k: (schema.unescape(v) if k == "comm" else
-                                        v if k == "state" else int(v))
-                                    for k, v in vals.items()}))
-    if not header:
-        raise ValueError("no header line in /proc/toolkit/quota")
-    return rows, missed
-
-
-def set_command(pid: int, heap: int | None, files: int | None) -> str:
-    if not heap and not files:
-        raise QuotaError("nothing to set", hint="give --heap SIZE, --files N or both")
-    return " ".join([f"set {pid}"] + ([f"heap={heap}"] if heap else []) +
-                    ([f"files={files}"] if files else []))
-
-
-# ---------------------------------------------------------------- the module's file
-
-def write(*commands: str) -> None:
-    """Write commands to /proc/toolkit/quota in one write (all or nothing)."""
-    data = ("\n".join(commands) + "\n").encode()
-    try:
-        fd = os.open(QUOTA_FILE, os.O_WRONLY)
-    except FileNotFoundError:
-        raise BackendError("the toolkit_lkm module is not loaded (or predates quotas)",
-                           hint="`toolkit lkm load` (as root)") from None
-    except PermissionError:
-        raise QuotaError(f"{QUOTA_FILE} is root-only", hint="run as root") from None
-    try:
-        os.write(fd, data)
-    except OSError as e:
-        what = "; ".join(commands)
-        if e.errno == errno.ESRCH:
-            raise QuotaError(f"{what}: no such process (or, to clear, no quota on it)") from None
-        if e.errno == errno.EINVAL:
-            raise QuotaError(f"{what}: refused by the module (bad value, pid 1, a kernel "
-                             "thread or the writer itself)") from None
-        if e.errno == errno.ENOSPC:
-            raise QuotaError(f"{what}: the module tracks its maximum number of processes",
-                             hint="clear some with `toolkit quota clear PID`") from None
-        raise QuotaError(f"{what}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-
-
-def read() -> tuple[list[QuotaRow], int]:
-    try:
-        return parse_table(QUOTA_FILE.read_text())
-    except FileNotFoundError:
-        raise BackendError("the toolkit_lkm module is not loaded (or predates quotas)",
-                           hint="`toolkit lkm load` (as root)") from None
-    except PermissionError:
-        raise QuotaError(f"{QUOTA_FILE} is root-only", hint="run as root") from None
-
-
-def set_quota(pid: int, heap: int | None = None, files: int | None = None) -> None:
-    check_target(pid)
-    write(set_command(pid, heap, files))
-
-
-def clear(pid: int) -> None:
-    if pid <= 0:
-        raise QuotaError(f"pid {pid} is not a process id")
-    write(f"clear {pid}")
+def limits_text(heap: int | None, files: int | None) -> str:
+    """"heap=BYTES files=N", the keys given."""
+    return " ".join(([f"heap={heap}"] if heap else []) + ([f"files={files}"] if files else []))
 
 
 # ---------------------------------------------------------------- run a command

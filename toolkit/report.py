@@ -57,9 +57,17 @@ def _misses(b):
     return "/".join(str(m[t]) if t in m else "-" for t in ("fork", "exec", "exit"))
 
 
+def _polling(b) -> bool:
+    """Was this column's backend a poller (its misses are what it never polled, not
+    drops)? Asked of the registered backend class; a name no longer registered: no."""
+    from .backends.base import REGISTRY, backend_class
+    name = b.get("backend")
+    return name in REGISTRY and backend_class(name).polling
+
+
 def _never_seen(b):
     ns = b.get("never_seen", 0)
-    if b.get("backend") == "ps":
+    if _polling(b):
         return f"{ns} (polling)"
     return f"{ns} !" if ns else "0"
 
@@ -75,7 +83,7 @@ def _model(m, key="predicted_fork_capture"):
 
 def _other_drops(b):
     d = b.get("dropped_other")
-    if not d or b.get("backend") == "ps":
+    if not d or _polling(b):
         return "-"
     return str(sum(max(0, v) for v in d.values()))
 
@@ -146,7 +154,7 @@ def flags(s: dict) -> list[str]:
     """Things a reader must not miss: unexplained misses, drop/miss mismatches."""
     out = []
     for lb, b in s["backends"].items():
-        if b.get("backend") == "ps":
+        if _polling(b):
             continue
         scope = s.get("environment", {}).get("parameters", {}).get("scope", "system")
         other, seen_other = b.get("dropped_other") or {}, b.get("seen_other") or {}

@@ -24,7 +24,7 @@ from bounded import readline  # noqa: E402
 from test_lkm import DMESG_BAD, dmesg_lines, ensure_loaded, read_all_nonblocking, run_as  # noqa: E402
 
 from toolkit import quota, schema  # noqa: E402
-from toolkit.backends import lkm  # noqa: E402
+from toolkit.backends import lkm, lkm_quota  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -44,10 +44,10 @@ def qhelper():
 def module():
     ensure_loaded(ring_size=16384, proc_gid=-1)
     lkm.control("uid off", "ppid off", "events kill", "clear", "reset")
-    quota.write("reset")
+    lkm_quota.write("reset")
     before = len(dmesg_lines())
     yield
-    quota.write("reset")
+    lkm_quota.write("reset")
     lkm.control("events all", "clear")
     bad = [line for line in dmesg_lines()[before:] if DMESG_BAD.search(line)]
     assert not bad, bad
@@ -62,10 +62,10 @@ class LkmSide:
     """The module's quotas, through /proc/toolkit/quota and the events file."""
 
     def set(self, pid, heap=None, files=None):
-        quota.write(quota.set_command(pid, heap, files))
+        lkm_quota.write(lkm_quota.set_command(pid, heap, files))
 
     def tracked(self) -> set[int]:
-        return {r.pid for r in quota.read()[0]}
+        return {r.pid for r in lkm_quota.read()[0]}
 
     def kills(self) -> list:
         return kills()
@@ -133,7 +133,7 @@ def test_the_descriptor_past_the_quota_kills(side, qhelper, way):
     side.set(w.p.pid, files=w.ready)            # the next descriptor is one too many
     assert w.p.pid in side.tracked()
     if isinstance(side, LkmSide):
-        rows = {r.pid: r for r in quota.read()[0]}
+        rows = {r.pid: r for r in lkm_quota.read()[0]}
         assert rows[w.p.pid].files == w.ready and rows[w.p.pid].state == "tracking"
     w.go()
     rc, out = w.finish()
@@ -201,7 +201,7 @@ def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend
                          str(qhelper), "fds", "5"], stdin=subprocess.DEVNULL,
                         capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert cp.returncode == 0 and "fd 5" in cp.stdout, cp
-    assert not quota.read()[0]
+    assert not lkm_quota.read()[0]
     # a heap quota far below the toolkit's own (Python's data_vm is tens of MiB): the
     # forked child makes no brk/mmap before its exec, so only the command is measured
     cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", backend, "--heap", "2M", "--",
@@ -222,7 +222,7 @@ def test_cli_set_list_clear(module, qhelper):
         assert cp.returncode == 0 and str(w.p.pid) in cp.stdout and "1073741824" in cp.stdout
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
                             capture_output=True, text=True, timeout=QUICK_TIMEOUT)
-        assert cp.returncode == 0 and not quota.read()[0]
+        assert cp.returncode == 0 and not lkm_quota.read()[0]
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
                             capture_output=True, text=True, timeout=QUICK_TIMEOUT)
         assert cp.returncode == 2 and "no such process" in cp.stderr
@@ -275,32 +275,32 @@ def test_bad_writes_are_refused_and_change_nothing(module, qhelper):
     try:
         for want, writes in cases.items():
             for text in writes:
-                fd = os.open(quota.QUOTA_FILE, os.O_WRONLY)
+                fd = os.open(lkm_quota.QUOTA_FILE, os.O_WRONLY)
                 try:
                     with pytest.raises(OSError) as e:
                         os.write(fd, text.encode())
                     assert e.value.errno == want, (text, e.value)
                 finally:
                     os.close(fd)
-                assert quota.read()[0] == [], text
+                assert lkm_quota.read()[0] == [], text
         # random token soup: the only pid it can name is the helper's (or 0)
         rng = random.Random(12)
         tokens = ["set", "clear", "reset", str(pid), "heap=", "files=", "0", "-", "x", "=",
                   " ", " ", "\n", "\t", "99999999999999999999", "K"]
         for _ in range(400):
             text = "".join(rng.choice(tokens) for _ in range(rng.randrange(1, 12)))
-            fd = os.open(quota.QUOTA_FILE, os.O_WRONLY)
+            fd = os.open(lkm_quota.QUOTA_FILE, os.O_WRONLY)
             try:
                 os.write(fd, text.encode())
             except OSError as e:
                 assert e.errno in (errno.EINVAL, errno.ESRCH), (text, e)
             finally:
                 os.close(fd)
-            assert {r.pid for r in quota.read()[0]} <= {pid}, text
-        quota.write("reset")
-        assert quota.read()[0] == []
+            assert {r.pid for r in lkm_quota.read()[0]} <= {pid}, text
+        lkm_quota.write("reset")
+        assert lkm_quota.read()[0] == []
         # root only
-        cp = run_as(4243, ["cat", str(quota.QUOTA_FILE)])
+        cp = run_as(4243, ["cat", str(lkm_quota.QUOTA_FILE)])
         assert cp.returncode != 0 and "Permission denied" in cp.stderr
     finally:
         w.go()
@@ -333,7 +333,7 @@ def test_set_and_clear_racing_the_targets_exit(module, qhelper):
             for cmd in (f"set {pid} files=100 heap={1 << 30}", f"clear {pid}",
                         f"set {pid} files=2"):
                 try:
-                    quota.write(cmd)
+                    lkm_quota.write(cmd)
                 except quota.QuotaError as e:
                     if "no such process" not in str(e):
                         errors.append(str(e))
@@ -344,4 +344,4 @@ def test_set_and_clear_racing_the_targets_exit(module, qhelper):
         assert not t.is_alive(), "quota writes still blocked after 30 s"
     time.sleep(0.2)
     assert not errors
-    assert quota.read()[0] == []            # every entry went with its process
+    assert lkm_quota.read()[0] == []            # every entry went with its process

@@ -124,6 +124,20 @@ class Backend(abc.ABC):
     # table has its own source (the ebpf backend's task iterator): `toolkit mem` then
     # does not compile and attach the event programs it never reads.
     snapshot_needs_start: ClassVar[bool] = True
+    # ProcInfo fields the process table (snapshot) fills with data; None: all of them. A
+    # field left out shows as "-" in tables (null in JSON, empty in CSV), never as a
+    # zero that looks like data.
+    snapshot_fields: ClassVar[frozenset[str] | None] = None
+    # Polling (True): the backend samples the process table every `interval` seconds
+    # (an option it takes), so it sees no process living between two polls and its
+    # records are the differences of two polls, ts_ns a poll time. Streaming (False):
+    # kernel events as they happen.
+    polling: ClassVar[bool] = False
+    # The hook variants the `probe` option selects (--probe); () if it takes none.
+    probes: ClassVar[tuple[str, ...]] = ()
+    # The quotas capability (`toolkit quota`, `toolkit bench quota`): "module:Class" of
+    # a quotas.Quotas implementation, imported when asked; None: not supported.
+    quotas_impl: ClassVar[str | None] = None
     # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
     # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
     # so that no backend module imports its reader at load time); None: not supported.
@@ -182,10 +196,25 @@ class Backend(abc.ABC):
         cannot, InspectError for a pid that cannot be inspected."""
         if cls.layout_reader is None:
             raise BackendError(f"the {cls.name} backend cannot read a process's memory "
-                               "layout", hint="use --backend " + " or ".join(
-                                   n for n in REGISTRY if backend_class(n).layout_reader))
+                               "layout", hint="use --backend "
+                               + " or ".join(backends_with("layout_reader")))
         module, func = cls.layout_reader.split(":")
         return getattr(importlib.import_module(module), func)(pid)
+
+    @classmethod
+    def quotas_class(cls):
+        """The class enforcing this backend's quotas (quotas.Quotas); BackendError where
+        there is none."""
+        if cls.quotas_impl is None:
+            raise BackendError(f"the {cls.name} backend enforces no quotas",
+                               hint="use --backend " + " or ".join(backends_with("quotas_impl")))
+        module, name = cls.quotas_impl.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    @classmethod
+    def quotas(cls, exclusive: bool = False):
+        """This backend's quotas, attached (quotas.Quotas; close() when done)."""
+        return cls.quotas_class()(exclusive=exclusive)
 
     def __enter__(self):
         self.start()
@@ -238,6 +267,17 @@ def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
 def backend_class(name: str):
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def backends_with(capability: str) -> list[str]:
+    """The registered backends whose class declares @capability (a true attribute:
+    layout_reader, probes, polling ...), in registry order."""
+    return [n for n in REGISTRY if getattr(backend_class(n), capability)]
+
+
+def fills(fields: frozenset[str] | None, name: str) -> bool:
+    """Does a backend whose `provides` / `snapshot_fields` is @fields fill field @name?"""
+    return fields is None or name in fields
 
 
 def provided_fields(name: str) -> list[str]:

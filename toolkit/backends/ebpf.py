@@ -240,6 +240,8 @@ class EbpfBackend(base.Backend):
     name = "ebpf"
     snapshot_needs_start = False    # procs.c, compiled on its own (procs_module())
     layout_reader = "toolkit.backends.ebpf_vm:read_layout"  # ebpf/vm.c's iterators
+    probes = PROBES
+    quotas_impl = "toolkit.backends.ebpf_quota:EbpfQuotas"  # ebpf/quota.c
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
                  transport: str | None = None, buffer_pages: int | None = None, **options):

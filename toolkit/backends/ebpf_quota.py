@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
-import os
 
 from .. import schema
 from ..paths import EBPF_DIR, INCLUDE_DIR
 from . import base
-from .ebpf import capture_stderr, log_tail
+from .ebpf import capture_stderr, compile_source, log_tail, preflight
+from .quotas import QuotaRow, Quotas
 
 SOURCE = EBPF_DIR / "quota.c"
 FD_LIMIT = 128 * 64          # TK_FD_WORDS * 64: descriptors the program can count
 HEAP_SYSCALLS = ("brk", "mmap", "munmap", "mremap", "mprotect", "execve", "execveat")
 FILES_SYSCALLS = ("dup2", "dup3")
+CFLAGS = [f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"]
 
 
 class _Quota(ct.Structure):
@@ -31,34 +32,35 @@ class _Quota(ct.Structure):
                 ("files_quota", ct.c_uint64), ("killed", ct.c_uint32), ("pad", ct.c_uint32)]
 
 
-class EbpfQuotas:
-    def __init__(self):
-        if os.geteuid() != 0:
-            raise base.BackendError("ebpf quotas: loading BPF programs needs root",
-                                    base.LAB_HINT)
-        try:
-            from bcc import BPF
-        except Exception as e:
-            raise base.BackendError(f"ebpf quotas: cannot import bcc ({e})",
-                                    base.LAB_HINT) from None
+def _attach(bpf) -> None:
+    bpf.attach_kprobe(event=b"fd_install", fn_name=b"tk_fd_install")
+    bpf.attach_kprobe(event=b"do_exit", fn_name=b"tk_quota_exit")
+    for name in HEAP_SYSCALLS:
+        bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(), fn_name=b"tk_heap_ret")
+    for name in FILES_SYSCALLS:
+        bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(), fn_name=b"tk_files_ret")
+
+
+class EbpfQuotas(Quotas):
+    name = "ebpf"
+    persistent = False          # the map goes with the programs, at close()
+    startup_note = "compiling and attaching ebpf/quota.c ..."
+    files_limit = FD_LIMIT - 1
+
+    def __init__(self, exclusive: bool = False):
+        super().__init__(exclusive)
+        preflight(SOURCE)           # the eBPF backend's: root, bcc, headers, the source
+        self.bpf = compile_source(SOURCE, CFLAGS, what="ebpf quotas")
         with capture_stderr() as err:
             try:
-                self.bpf = BPF(src_file=str(SOURCE).encode(),
-                               cflags=[f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"])
-                self.bpf.attach_kprobe(event=b"fd_install", fn_name=b"tk_fd_install")
-                self.bpf.attach_kprobe(event=b"do_exit", fn_name=b"tk_quota_exit")
-                for name in HEAP_SYSCALLS:
-                    self.bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(),
-                                              fn_name=b"tk_heap_ret")
-                for name in FILES_SYSCALLS:
-                    self.bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(),
-                                              fn_name=b"tk_files_ret")
+                _attach(self.bpf)
             except Exception as e:
                 failure = e
             else:
                 failure = None
         if failure is not None:
-            raise base.BackendError(f"ebpf quotas: cannot load {SOURCE.name} ({failure})\n"
+            self.bpf.cleanup()
+            raise base.BackendError(f"ebpf quotas: cannot attach {SOURCE.name} ({failure})\n"
                                     f"{log_tail(err[0])}", base.LAB_HINT)
         self._kills: list = []
 
@@ -89,9 +91,11 @@ class EbpfQuotas:
         with contextlib.suppress(KeyError):
             del self.table[ct.c_uint32(pid)]
 
-    def entries(self) -> dict[int, dict]:
-        return {k.value: {"start_ns": v.start_ns, "heap_quota": v.heap_quota,
-                          "files_quota": v.files_quota, "killed": v.killed}
+    def entries(self) -> dict[int, QuotaRow]:
+        """The map's entries: quotas and state; the live values and comm are not in it."""
+        return {k.value: QuotaRow(pid=k.value, start_ns=v.start_ns, comm=None, heap=None,
+                                  heap_quota=v.heap_quota, files=None,
+                                  files_quota=v.files_quota, state=_state(v.killed))
                 for k, v in self.table.items()}
 
     def counts(self) -> dict[str, int]:
@@ -105,5 +109,13 @@ class EbpfQuotas:
         out, self._kills = self._kills, []
         return out
 
+    def reset(self) -> None:
+        self.table.clear()
+
     def close(self) -> None:
-        self.bpf.cleanup()
+        self.bpf.cleanup()          # every quota goes with the map
+
+
+def _state(killed: int) -> str:
+    """The map's killed (a TK_QUOTA_* kind, 0: none) as the module's state column."""
+    return f"killed-{schema.QUOTA_NAMES.get(killed, killed)}" if killed else "tracking"

@@ -433,6 +433,7 @@ class LkmBackend(Backend):
 
     name = "lkm"
     layout_reader = "toolkit.backends.lkm:read_layout"      # /proc/toolkit/vm (lkm/vm.c)
+    quotas_impl = "toolkit.backends.lkm_quota:LkmQuotas"    # /proc/toolkit/quota
 
     def __init__(self, uid: int | None = None, ring_size: int | None = None,
                  proc_gid: int | None = None, events: str | None = None,

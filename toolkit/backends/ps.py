@@ -9,6 +9,7 @@ TK_FLAG_HAS_MM, ts_ns = poll time). The `ps` processes it runs are left out.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import shutil
@@ -61,6 +62,10 @@ def parse_free(text: str) -> MemInfo:
 
 class PsBackend(Backend):
     name = "ps"
+    polling = True
+    # ps has no peak RSS and no start time (its age counts from first sight)
+    snapshot_fields = frozenset(f.name for f in dataclasses.fields(ProcInfo)) - {
+        "hiwater_rss_kib", "start_ns"}
 
     def __init__(self, uid: int | None = None, interval: float = 1.0, **options):
         super().__init__(uid=uid, **options)
@@ -144,7 +149,7 @@ class PsBackend(Backend):
         procs = parse_snapshot(self._run(PS_SNAPSHOT).stdout)
         mem = parse_free(self._run(["free", "-k", "-w"]).stdout)
         return Snapshot(procs, mem, source={
-            "processes": "user space (ps reading /proc; no peak RSS: shown as 0)",
+            "processes": "user space (ps reading /proc; no peak RSS or start time: shown as -)",
             "meminfo": "user space (free -k reading /proc/meminfo)"})
 
     def stats(self) -> Stats:

@@ -31,13 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import quota, schema
+from .. import schema
+from ..backends.base import backend_class, backends_with
 from ..errors import BenchError, WorkloadError
 from ..paths import BENCH_DIR, RESULTS_DIR
 from .metrics import bootstrap_median_ci, median
 
 CSV_VERSION = 1
-MECHANISMS = ("lkm", "ebpf", "rlimit", "cgroup")
+QUOTA_SIDES = tuple(backends_with("quotas_impl"))     # the kernel sides: lkm, ebpf
+MECHANISMS = (*QUOTA_SIDES, "rlimit", "cgroup")
 SCENARIOS = ("heap-brk", "heap-mmap", "files")
 COST_OPS = ("brk", "mmap", "munmap", "openat", "close")
 STEP_KIB = 1024
@@ -90,56 +92,39 @@ class Trial:
 
 
 class Enforcers:
-    """The four mechanisms: how each puts a waiting quotaload under a limit."""
+    """The mechanisms: how each puts a waiting quotaload under a limit. The kernel
+    sides are the backends' Quotas (exclusive: the bench owns their quotas and kill
+    records while it runs); rlimit and cgroup are the kernel's own limits."""
 
     def __init__(self, mechanisms):
         self.mechanisms = mechanisms
-        self.ebpf = None
+        self.quotas = {}                    # mechanism -> quotas.Quotas
         self.cgroup: Path | None = None
-        if "lkm" in mechanisms:
-            from ..backends import lkm
-            if not lkm.is_loaded():
-                lkm.load()
-            lkm.control("events kill", "clear")
-        if "ebpf" in mechanisms:
-            from ..backends.ebpf_quota import EbpfQuotas
-            self.ebpf = EbpfQuotas()
-        if "cgroup" in mechanisms:
-            self.cgroup = CGROUP_ROOT / f"toolkit-bench-quota-{os.getpid()}"
-            with open(CGROUP_ROOT / "cgroup.subtree_control", "w") as f:
-                f.write("+memory")
-            self.cgroup.mkdir()
-            (self.cgroup / "cgroup.subtree_control").write_text("+memory")
+        try:
+            for mech in mechanisms:
+                if mech in QUOTA_SIDES:
+                    self.quotas[mech] = backend_class(mech).quotas(exclusive=True)
+            if "cgroup" in mechanisms:
+                self._make_cgroup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_cgroup(self):
+        self.cgroup = CGROUP_ROOT / f"toolkit-bench-quota-{os.getpid()}"
+        with open(CGROUP_ROOT / "cgroup.subtree_control", "w") as f:
+            f.write("+memory")
+        self.cgroup.mkdir()
+        (self.cgroup / "cgroup.subtree_control").write_text("+memory")
 
     def close(self):
-        if self.ebpf:
-            self.ebpf.close()
-        if "lkm" in self.mechanisms:
-            from ..backends import lkm
-            quota.write("reset")
-            lkm.control("events all")
+        for side in self.quotas.values():
+            side.close()
         if self.cgroup and self.cgroup.exists():
             self.cgroup.rmdir()
 
     def kill_values(self, mech: str) -> dict[int, int]:
-        if mech == "ebpf":
-            return {r.tgid: r.quota_value for r in self.ebpf.kills(100)}
-        from ..backends import lkm
-        text = ""
-        fd = os.open(lkm.PROC_DIR / "events", os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    break
-                text += chunk.decode()
-        finally:
-            os.close(fd)
-        return {r.tgid: r.quota_value for r in lkm.parse_events(text)
-                if r.type == schema.EventType.KILL}
+        return {r.tgid: r.quota_value for r in self.quotas[mech].kills(100)}
 
 
 def _spawn(argv, preexec=None):
@@ -171,11 +156,8 @@ def run_trial(enf: Enforcers, exe: Path, mech: str, scenario: str, i: int,
             resource.setrlimit(res, (lim, lim))
     p, vm, fds = _spawn(argv, preexec)
     limit = vm + HEAP_MARGIN if heap else fds + FILES_MARGIN
-    if mech == "lkm":
-        quota.write(quota.set_command(p.pid, limit if heap else None,
-                                      None if heap else limit))
-    elif mech == "ebpf":
-        enf.ebpf.set(p.pid, limit if heap else None, None if heap else limit)
+    if mech in enf.quotas:
+        enf.quotas[mech].set(p.pid, limit if heap else None, None if heap else limit)
     elif mech == "cgroup":
         if not heap:
             raise BenchError("cgroup: no descriptor limit")
@@ -204,7 +186,7 @@ def run_trial(enf: Enforcers, exe: Path, mech: str, scenario: str, i: int,
     else:
         outcome, reached, death_ms = ("survived" if p.returncode == 0 else "other",
                                       before, None)
-    if mech in ("lkm", "ebpf") and outcome == "killed":
+    if mech in enf.quotas and outcome == "killed":
         # the kill record says where the crossing call took it; the workload's own
         # state says how far it got (a later call, had the signal come late): the larger
         kill_value = enf.kill_values(mech).get(p.pid)
@@ -223,11 +205,9 @@ def run_cost(enf: Enforcers, exe: Path, mech: str, rounds: int, n: int, rng) -> 
     for r in range(rounds):
         for state in rng.sample(["off", "on"], 2):
             p, _, _ = _spawn([str(exe), "cost", str(n)])
-            if state == "on":
-                if mech == "lkm":
-                    quota.write(f"set {p.pid} heap={1 << 50} files=1000000")
-                else:
-                    enf.ebpf.set(p.pid, 1 << 50, 8000)
+            if state == "on":       # quotas nothing reaches (within what the side counts)
+                side = enf.quotas[mech]
+                side.set(p.pid, 1 << 50, min(1000000, side.files_limit or 1000000))
             out, _ = p.communicate("go\n", timeout=600)
             parts = out.split()
             vals = dict(zip(parts[1::2], map(float, parts[2::2])))
@@ -336,10 +316,11 @@ def run(mechanisms, trials: int, rounds: int, cost_n: int, out_dir: Path | None,
                     progress(f"{mech} {scen} trial {i + 1}/{trials}")
                     all_trials.append(run_trial(enf, exe, mech, scen, i,
                                                 state_dir / "state"))
-            if mech in ("lkm", "ebpf"):
+            if mech in enf.quotas:
                 progress(f"{mech} cost: {rounds} interleaved rounds of {cost_n} calls each")
                 cost_rows += run_cost(enf, exe, mech, rounds, cost_n, rng)
-        ebpf_counts = enf.ebpf.counts() if enf.ebpf else None
+        # the results format's ebpf_counts (version 1): the BPF side's own counters
+        ebpf_counts = enf.quotas["ebpf"].counts() if "ebpf" in enf.quotas else None
     finally:
         enf.close()
         shutil.rmtree(state_dir, ignore_errors=True)

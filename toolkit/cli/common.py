@@ -9,16 +9,19 @@ from typing import Callable, Iterable
 
 import click
 
-from ..backends.base import KERNEL_BACKENDS, REGISTRY
+from ..backends.base import KERNEL_BACKENDS, REGISTRY, backend_class, backends_with
 from ..errors import LabError, ToolkitError
 
 BACKENDS = tuple(REGISTRY)
 
 
 def probe_variants() -> tuple[str, ...]:
-    """The eBPF backend's hook variants (kprobe, tracepoint, fentry), from the backend."""
-    from ..backends.ebpf import PROBES
-    return PROBES
+    """Every hook variant a backend's `probe` option takes (the eBPF backend's kprobe,
+    tracepoint, fentry), asked of the backends."""
+    out: list[str] = []
+    for name in backends_with("probes"):
+        out += [p for p in backend_class(name).probes if p not in out]
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- the comma-list parser
@@ -113,8 +116,9 @@ def backend_options(f):
 def options_for(backend: str, probe: str | None, uid: int | None) -> dict:
     opts = {"uid": uid}
     if probe:
-        if backend != "ebpf":
-            raise click.BadParameter("--probe applies to --backend ebpf only",
+        if probe not in backend_class(backend).probes:
+            raise click.BadParameter("--probe applies to --backend "
+                                     f"{' or '.join(backends_with('probes'))} only",
                                      param_hint="--probe")
         opts["probe"] = probe
     return opts

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 
 import click
@@ -117,5 +118,6 @@ def _final_report(stats, tally) -> None:
                f"{sum(c.delivered for c in stats.events.values())}, dropped {stats.dropped}, "
                f"hook missed {stats.missed}, lost on read {stats.read_lost}, short-lived "
                f"{tally.short_lived}", err=True)
-    click.echo(json.dumps({"final_stats": stats.as_dict(), "short_lived": tally.short_lived,
-                           "quota_kills": tally.kills}, default=str), err=True)
+    if not sys.stderr.isatty():     # the journal, a file: the counters for machines too
+        click.echo(json.dumps({"final_stats": stats.as_dict(), "short_lived": tally.short_lived,
+                               "quota_kills": tally.kills}, default=str), err=True)

@@ -6,12 +6,13 @@ import json
 
 import click
 
+from ..backends.base import backends_with
 from .common import lab_option, rerun_in_lab
 
 
 @click.command()
 @click.argument("pid")
-@click.option("--backend", type=click.Choice(["lkm", "ebpf"]), default="lkm",
+@click.option("--backend", type=click.Choice(backends_with("layout_reader")), default="lkm",
               show_default=True, help="Which kernel backend reads the layout.")
 @click.option("--vmas", is_flag=True, help="List every VMA.")
 @click.option("--pgd", is_flag=True, help="List the present top-level page-table entries.")

@@ -1,8 +1,9 @@
 """`toolkit quota ...`: per-process heap and open-file quotas, enforced by SIGKILL.
 
 `run` starts a command already under its quotas (registered before its first
-instruction); `set`, `list` and `clear` act on /proc/toolkit/quota (the module).
-Errors are ToolkitErrors, printed by the CLI's one handler.
+instruction); `set`, `list` and `clear` act on a backend whose quotas persist (the
+module's). Every kernel side is a backend's Quotas (toolkit/backends/quotas.py), asked
+for by capability. Errors are ToolkitErrors, printed by the CLI's one handler.
 """
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 
 import click
 
+from ..backends.base import backend_class, backends_with
 from .common import lab_option, rerun_in_lab
 
-QUOTA_BACKENDS = ("lkm", "ebpf")
+QUOTA_BACKENDS = backends_with("quotas_impl")
+# set / list / clear outlive the command: only where the kernel side keeps the quotas
+PERSISTENT = [n for n in QUOTA_BACKENDS if backend_class(n).quotas_class().persistent]
 
 
 def _limits(heap: str | None, files: str | None) -> tuple[int | None, int | None]:
@@ -55,67 +59,76 @@ def run(heap, files, backend, lab, command):
     from .. import quota as q
     h, f = _limits(heap, files)
     argv = list(command)
-    if backend == "lkm":
-        pid = q.spawn_registered(argv, lambda child: q.write(q.set_command(child, h, f)))
+    cls = backend_class(backend).quotas_class()
+    if cls.startup_note:
+        click.echo(f"quota run: {cls.startup_note}", err=True)
+    # a side whose quotas die with this object (ebpf) holds them while we wait
+    with cls() as enforcer:
+        pid = q.spawn_registered(argv, lambda child: enforcer.set(child, h, f))
         _, status = os.waitpid(pid, 0)
-        kills = []
-    else:   # the BPF programs stay attached, and the quota held, while we wait
-        from ..backends.ebpf_quota import EbpfQuotas
-        click.echo("quota run: compiling and attaching ebpf/quota.c ...", err=True)
-        enforcer = EbpfQuotas()
-        try:
-            pid = q.spawn_registered(argv, lambda child: enforcer.set(child, h, f))
-            _, status = os.waitpid(pid, 0)
-            kills = enforcer.kills(100)
-            counts = enforcer.counts()
-            if counts["dropped"]:
-                click.echo(f"quota run: {counts['dropped']} kill records dropped "
-                           "(ring buffer full)", err=True)
-        finally:
-            enforcer.close()
+        kills = enforcer.kills(100)
+        dropped = enforcer.counts().get("dropped")
+        if dropped:
+            click.echo(f"quota run: {dropped} kill records dropped (ring buffer full)",
+                       err=True)
     click.echo(f"quota run: {argv[0]} (pid {pid}) {q.describe_status(status)}", err=True)
     for k in kills:
         click.echo(f"quota run: {q.describe_kill(k)}", err=True)
     sys.exit(q.exit_code(status))
 
 
+def _persistent_option(f):
+    return click.option("--backend", type=click.Choice(PERSISTENT), default=PERSISTENT[0],
+                        show_default=True,
+                        help="Which kernel side (one whose quotas outlive the command).")(f)
+
+
 @quota.command("set")
 @_quota_options
+@_persistent_option
 @click.argument("pid", type=int)
-def set_(heap, files, pid):
+def set_(heap, files, backend, pid):
     """Give the running process PID quotas (keys not given keep their value)."""
     from .. import quota as q
     h, f = _limits(heap, files)
-    q.set_quota(pid, h, f)
-    click.echo(f"pid {pid}: " + q.set_command(pid, h, f).split(" ", 2)[2])
+    q.check_target(pid)
+    with backend_class(backend).quotas() as side:
+        side.set(pid, h, f)
+    click.echo(f"pid {pid}: " + q.limits_text(h, f))
 
 
 @quota.command("clear")
+@_persistent_option
 @click.argument("pid", type=int)
-def clear(pid):
+def clear(backend, pid):
     """Remove the quotas of PID."""
     from .. import quota as q
-    q.clear(pid)
+    if pid <= 0:
+        raise q.QuotaError(f"pid {pid} is not a process id")
+    with backend_class(backend).quotas() as side:
+        side.clear(pid)
     click.echo(f"pid {pid}: quotas cleared")
 
 
 @quota.command("list")
+@_persistent_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
-def list_(as_json):
+def list_(backend, as_json):
     """The tracked processes, their heap and descriptors now, and their quotas."""
     import dataclasses
     import json
 
     from tabulate import tabulate
-
-    from .. import quota as q
-    rows, missed = q.read()
+    with backend_class(backend).quotas() as side:
+        rows = list(side.entries().values())
+        missed = side.counts().get("probes_missed")
     if as_json:
         for r in rows:
             click.echo(json.dumps(dataclasses.asdict(r)))
         return
-    table = [(r.pid, r.comm, r.heap, r.heap_quota or "-", r.files, r.files_quota or "-",
-              r.state) for r in rows]
+    dash = (lambda v: "-" if v is None else v)
+    table = [(r.pid, dash(r.comm), dash(r.heap), r.heap_quota or "-", dash(r.files),
+              r.files_quota or "-", r.state) for r in rows]
     click.echo(tabulate(table, headers=["pid", "comm", "heap B", "heap quota", "files",
                                         "file quota", "state"]))
     if missed:

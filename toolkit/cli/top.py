@@ -39,15 +39,16 @@ def top(backend, probe, uid, lab, interval, sort, force_batch, iterations, once,
         iterations = 1
     batch_mode = (force_batch or iterations is not None or not sys.stdout.isatty()
                   or not sys.stdin.isatty())
-    if backend == "ps":
-        opts["interval"] = interval     # one ps poll per refresh
+    from ..backends.base import backend_class
+    if backend_class(backend).polling:
+        opts["interval"] = interval     # one poll per refresh
     from ..top.session import Session
     b = open_backend(backend, **opts)
     label = backend + (f"+{probe}" if probe else "")
     try:
         session = Session(b, interval, uid)
-        if "user space" in session.source.get("processes", "") and backend != "ps":
-            label += " (table: /proc)"      # the eBPF backend's /proc fallback, named
+        if "user space" in session.source.get("processes", "") and not b.polling:
+            label += " (table: /proc)"      # e.g. the eBPF backend's /proc fallback, named
         if batch_mode:
             from ..top import batch
             batch.run(session, click.get_text_stream("stdout"), fmt, iterations, sort, limit)

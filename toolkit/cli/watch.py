@@ -2,6 +2,7 @@
 process table and system memory), on any backend."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -101,6 +102,12 @@ def _print_drops(stats, fmt: str) -> None:
 
 
 # ---------------------------------------------------------------- mem
+def proc_dict(p, fields: frozenset[str] | None) -> dict:
+    """One process-table row; a field the backend does not fill is None (null, "-")."""
+    from ..backends.base import fills
+    return {k: (v if fills(fields, k) else None) for k, v in dataclasses.asdict(p).items()}
+
+
 @click.command()
 @backend_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
@@ -113,20 +120,22 @@ def mem(backend, probe, uid, lab, fmt, sort, top):
     opts = options_for(backend, probe, uid)
     if lab:
         rerun_in_lab()
-    import dataclasses
-
     from tabulate import tabulate
+
+    from ..backends.base import backend_class
     snap = snapshot_of(backend, **opts)
+    fields = backend_class(backend).snapshot_fields
     procs = [p for p in snap.processes if uid is None or p.uid == uid]
     key = {"rss": lambda p: -p.rss_kib, "pid": lambda p: p.pid, "cpu": lambda p: -p.cpu_ns,
            "peak": lambda p: -p.hiwater_rss_kib}[sort]
     procs.sort(key=key)
     if top:
         procs = procs[:top]
+    rows = [proc_dict(p, fields) for p in procs]
     if fmt == "json":
         click.echo(json.dumps({"backend": backend, "source": snap.source,
                                "meminfo": dataclasses.asdict(snap.meminfo),
-                               "processes": [dataclasses.asdict(p) for p in procs]}, indent=1))
+                               "processes": rows}, indent=1))
         return
     m = snap.meminfo
     click.echo(tabulate([[m.total_kib, m.used_kib, m.free_kib, m.buffers_kib, m.cached_kib,
@@ -134,9 +143,10 @@ def mem(backend, probe, uid, lab, fmt, sort, top):
                         headers=["total_kib", "used_kib", "free_kib", "buffers_kib", "cached_kib",
                                  "available_kib"]))
     click.echo()
-    click.echo(tabulate([[p.pid, p.ppid, p.uid, p.state, p.rss_kib, p.hiwater_rss_kib,
-                          p.total_vm_kib, f"{p.cpu_ns / 1e9:.2f}", p.threads, p.comm]
-                         for p in procs],
+    click.echo(tabulate([[r["pid"], r["ppid"], r["uid"], r["state"], r["rss_kib"],
+                          "-" if r["hiwater_rss_kib"] is None else r["hiwater_rss_kib"],
+                          r["total_vm_kib"], f"{r['cpu_ns'] / 1e9:.2f}", r["threads"],
+                          r["comm"]] for r in rows],
                         headers=["pid", "ppid", "uid", "state", "rss_kib", "peak_kib", "vm_kib",
                                  "cpu_s", "threads", "comm"]))
     click.echo("\nsource: " + "; ".join(f"{k} from {v}" for k, v in snap.source.items()))

@@ -18,6 +18,7 @@ import os
 import pwd
 
 from .. import schema
+from ..backends.base import fills
 from ..cli.common import status_text
 
 SORT_KEYS = ("cpu", "rss", "peak", "pid", "age")
@@ -38,7 +39,7 @@ class Row:
     cpu_pct: float | None        # None: first interval of this process
     cpu_ns: int
     rss_kib: int
-    peak_kib: int
+    peak_kib: int | None         # None: the backend has no peak RSS (ps)
     comm: str
     age_s: float                 # since start (or since first seen when start is unknown)
 
@@ -94,7 +95,7 @@ def sort_rows(rows: list[Row], key: str) -> list[Row]:
     if key not in SORT_KEYS:
         raise ValueError(f"unknown sort key {key!r}")
     k = {"cpu": lambda r: (-(r.cpu_pct or 0.0), -r.cpu_ns, r.pid),
-         "rss": lambda r: (-r.rss_kib, r.pid), "peak": lambda r: (-r.peak_kib, r.pid),
+         "rss": lambda r: (-r.rss_kib, r.pid), "peak": lambda r: (-(r.peak_kib or 0), r.pid),
          "pid": lambda r: r.pid, "age": lambda r: (r.age_s, r.pid)}[key]
     return sorted(rows, key=k)
 
@@ -102,8 +103,10 @@ def sort_rows(rows: list[Row], key: str) -> list[Row]:
 class Model:
     """Feed it one interval at a time: update(snapshot, records, stats, now_ns)."""
 
-    def __init__(self, t0_ns: int, ncpu: int | None = None, uid: int | None = None):
+    def __init__(self, t0_ns: int, ncpu: int | None = None, uid: int | None = None,
+                 fields: frozenset[str] | None = None):
         self.t0_ns = t0_ns
+        self.has_peak = fills(fields, "hiwater_rss_kib")     # the backend's snapshot_fields
         self.ncpu = ncpu or os.cpu_count() or 1
         self.uid = uid
         self._prev_ns = t0_ns
@@ -148,7 +151,8 @@ class Model:
             rows.append(Row(pid=p.pid, user=user_name(p.uid), uid=p.uid, ppid=p.ppid,
                             threads=p.threads, state=p.state,
                             cpu_pct=None if delta is None else 100.0 * delta / wall_ns,
-                            cpu_ns=p.cpu_ns, rss_kib=p.rss_kib, peak_kib=p.hiwater_rss_kib,
+                            cpu_ns=p.cpu_ns, rss_kib=p.rss_kib,
+                            peak_kib=p.hiwater_rss_kib if self.has_peak else None,
                             comm=p.comm, age_s=max(0.0, age_ns / 1e9)))
         self._cpu, self._first_seen = cpu, seen
         self._starts = {pid: start for pid, start in cpu}

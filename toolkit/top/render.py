@@ -20,7 +20,9 @@ KEYS = {"c": "cpu", "m": "rss", "p": "pid", "n": "peak", "a": "age"}
 HELP = "q quit  c cpu  m rss  n peak  p pid  a age  u uid  space pause"
 
 
-def fmt_kib(kib: int) -> str:
+def fmt_kib(kib: int | None) -> str:
+    if kib is None:
+        return "-"          # a field the backend cannot provide
     for unit, div in (("G", 1 << 20), ("M", 1 << 10)):
         if kib >= div:
             return f"{kib / div:.1f}{unit}"

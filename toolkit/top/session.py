@@ -13,9 +13,9 @@ class Session:
     def __init__(self, backend, interval: float, uid: int | None = None):
         self.backend = backend
         self.interval = interval
-        self.polling = backend.name == "ps"
+        self.polling = backend.polling
         t0 = time.monotonic_ns()
-        self.model = Model(t0, uid=uid)
+        self.model = Model(t0, uid=uid, fields=backend.snapshot_fields)
         self.records: list = []
         # baseline: CPU times and the kernel's fork counter at start, so the first
         # frame's deltas cover the first interval only
