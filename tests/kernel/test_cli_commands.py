@@ -145,9 +145,9 @@ def test_quota_list_json():
     ensure_loaded(ring_size=16384, proc_gid=-1)
     child = subprocess.Popen(["sleep", "60"])
     try:
-        cp = toolkit("quota", "set", "--files", 50, "--heap", "1G", child.pid)
+        cp = toolkit("quota", "set", "--backend", "lkm", "--files", 50, "--heap", "1G", child.pid)
         assert cp.returncode == 0, cp
-        cp = toolkit("quota", "list", "--json")
+        cp = toolkit("quota", "list", "--backend", "lkm", "--json")
         assert cp.returncode == 0, cp
         rows = [json.loads(line) for line in cp.stdout.splitlines()]
         mine = [r for r in rows if r["pid"] == child.pid]
@@ -155,7 +155,7 @@ def test_quota_list_json():
         assert mine[0]["files_quota"] == 50 and mine[0]["heap_quota"] == 1 << 30, mine
         assert mine[0]["comm"] == "sleep" and mine[0]["files"] >= 3, mine
     finally:
-        toolkit("quota", "clear", child.pid)
+        toolkit("quota", "clear", "--backend", "lkm", child.pid)
         child.kill()
         child.wait(30)
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_inspect import VM, read_fd, select  # noqa: E402
 from test_lkm import ensure_loaded, settings, write_control  # noqa: E402
 
-from toolkit import quota  # noqa: E402
+from toolkit.backends import lkm_quota  # noqa: E402
 from toolkit.inspect.layout import parse_layout  # noqa: E402
 
 pytestmark = pytest.mark.kernel
@@ -54,12 +54,12 @@ def test_control_takes_256_bytes_and_refuses_257():
 
 
 def quota_of(pid: int):
-    return next((r for r in quota.read()[0] if r.pid == pid), None)
+    return next((r for r in lkm_quota.read()[0] if r.pid == pid), None)
 
 
 def test_quota_takes_1024_bytes_and_refuses_1025():
     child = subprocess.Popen(["sleep", "60"])
-    fd = os.open(quota.QUOTA_FILE, os.O_WRONLY)
+    fd = os.open(lkm_quota.QUOTA_FILE, os.O_WRONLY)
     try:
         for n in (QUOTA_MAX - 1, QUOTA_MAX):
             assert os.write(fd, padded(b"set %d files=%d" % (child.pid, n), n)) == n
@@ -70,7 +70,7 @@ def test_quota_takes_1024_bytes_and_refuses_1025():
         assert quota_of(child.pid).files_quota == QUOTA_MAX     # unchanged
     finally:
         os.close(fd)
-        quota.clear(child.pid)
+        lkm_quota.write(f"clear {child.pid}")
         child.kill()
         child.wait(30)
     assert quota_of(child.pid) is None
