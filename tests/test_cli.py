@@ -39,13 +39,15 @@ def test_doctor_json_exit_status_matches_verdicts():
     r = run("doctor", "--no-lab", "--json")
     data = json.loads(r.output)
     verdicts = {b: v["verdict"] for b, v in data["verdicts"].items()}
-    assert set(verdicts) == {"lkm", "ebpf", "cnproc", "taskstats", "acct"}
+    assert set(verdicts) == {"lkm", "ebpf", "cnproc", "taskstats", "acct", "auditd",
+                             "bpftrace", "forkstat", "execsnoop", "exitsnoop"}
     expect = 1 if "unavailable" in verdicts.values() else 3 if "lab" in verdicts.values() else 0
     assert r.exit_code == expect
     names = {c["name"] for c in data["checks"]}
     for needed in ("root", "loadable modules", "kprobes", "kernel headers", "BTF", "tracefs",
                    "bcc (python3-bpfcc)", "lockdown / module signing", "proc connector",
-                   "taskstats", "BSD process accounting v3"):
+                   "taskstats", "BSD process accounting v3", "audit syscall rules",
+                   "auditd installed", "bpftrace installed", "forkstat installed"):
         assert needed in names
 
 

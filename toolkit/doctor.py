@@ -61,7 +61,8 @@ def checks(mount: bool = True) -> list[Check]:
     out: list[Check] = []
     root = os.geteuid() == 0
     out.append(Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
-                     "run as root (sudo)", ("lkm", "ebpf", "cnproc", "taskstats", "acct")))
+                     "run as root (sudo)", ("lkm", "ebpf", "cnproc", "taskstats", "acct",
+                                            *PEERS)))
     caps = cap_effective()
     have = [n for n, bit in CAPS.items() if caps >> bit & 1]
     lacking = [n for n in CAPS if n not in have]
@@ -92,7 +93,8 @@ def checks(mount: bool = True) -> list[Check]:
               "no register_kprobe in /proc/kallsyms" if readable else
               "cannot tell (kallsyms unreadable, no kernel config)")
     out.append(Check("kprobes", OK if kprobes else MISSING, detail,
-                     "use a kernel with CONFIG_KPROBES=y, or --lab", ("lkm", "ebpf")))
+                     "use a kernel with CONFIG_KPROBES=y, or --lab",
+                     ("lkm", "ebpf", "execsnoop")))
     hooks = [s for s in hook_syms if not syms[s]]
     if readable:
         out.append(Check("hook symbols", OK if not hooks else MISSING,
@@ -105,7 +107,7 @@ def checks(mount: bool = True) -> list[Check]:
     out.append(Check("kernel headers", OK if hdr else MISSING,
                      str(build) + ("" if hdr else " missing"),
                      f"apt-get install linux-headers-{rel} (if your distribution has it), or --lab",
-                     ("lkm", "ebpf")))
+                     ("lkm", "ebpf", *BCC_PEERS)))
 
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     out.append(Check("BTF", OK if btf else WARN, "/sys/kernel/btf/vmlinux" +
@@ -116,7 +118,7 @@ def checks(mount: bool = True) -> list[Check]:
     tdir = tracefs_dir()
     out.append(Check("tracefs", OK if tdir else MISSING,
                      str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
-                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf",)))
+                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf", "bpftrace")))
 
     bpf_stats = Path("/proc/sys/kernel/bpf_stats_enabled").exists()
     out.append(Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
@@ -133,7 +135,8 @@ def checks(mount: bool = True) -> list[Check]:
     ok, detail = bcc_status()
     out.append(Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
                      "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
-                     "venv with system site packages (bin/setup does both)", ("ebpf",)))
+                     "venv with system site packages (bin/setup does both)",
+                     ("ebpf", *BCC_PEERS)))
 
     lock = sysinfo.read_text("/sys/kernel/security/lockdown")
     mode = lock.split("[", 1)[1].split("]", 1)[0] if lock and "[" in lock else "none"
@@ -151,16 +154,18 @@ def checks(mount: bool = True) -> list[Check]:
         out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
                          "--lab", ("ebpf",)))
     out += interface_checks(cfg)
+    out += peer_checks(cfg, btf)
     return out
 
 
 # The kernel's own process-event interfaces: a config option each, checked from the
 # kernel config when it is readable (else assumed and left to the backend's start()).
 INTERFACES = (
-    ("proc connector", ("CONFIG_CONNECTOR", "CONFIG_PROC_EVENTS"), "cnproc"),
-    ("taskstats", ("CONFIG_TASKSTATS",), "taskstats"),
+    ("proc connector", ("CONFIG_CONNECTOR", "CONFIG_PROC_EVENTS"), ("cnproc", "forkstat")),
+    ("taskstats", ("CONFIG_TASKSTATS",), ("taskstats",)),
     ("BSD process accounting v3", ("CONFIG_BSD_PROCESS_ACCT", "CONFIG_BSD_PROCESS_ACCT_V3"),
-     "acct"),
+     ("acct",)),
+    ("audit syscall rules", ("CONFIG_AUDIT", "CONFIG_AUDITSYSCALL"), ("auditd",)),
 )
 
 
@@ -169,13 +174,40 @@ def interface_checks(cfg: dict[str, str]) -> list[Check]:
     for name, options, backend in INTERFACES:
         if not cfg:
             out.append(Check(name, WARN, "kernel config unreadable: assumed, the backend "
-                             "says at start if it is not there", "", (backend,)))
+                             "says at start if it is not there", "", backend))
             continue
         lacking = [o for o in options if cfg.get(o) != "y"]
         out.append(Check(name, OK if not lacking else MISSING,
                          ", ".join(f"{o}=y" for o in options) if not lacking else
                          f"not set: {', '.join(lacking)}",
-                         f"a kernel with {', '.join(lacking)}=y, or --lab", (backend,)))
+                         f"a kernel with {', '.join(lacking)}=y, or --lab", backend))
+    return out
+
+
+# The tools users run instead (toolkit/backends/peers): the binary each needs, from
+# which Debian package (bin/setup installs them).
+PEERS = ("auditd", "bpftrace", "forkstat", "execsnoop", "exitsnoop")
+BCC_PEERS = ("execsnoop", "exitsnoop")       # BCC programs: headers and bcc, as ebpf
+PEER_TOOLS = (("auditd", ("auditd", "auditctl"), "auditd"),
+              ("bpftrace", ("bpftrace",), "bpftrace"),
+              ("forkstat", ("forkstat",), "forkstat"),
+              ("execsnoop", ("execsnoop-bpfcc",), "bpfcc-tools"),
+              ("exitsnoop", ("exitsnoop-bpfcc",), "bpfcc-tools"))
+
+
+def peer_checks(cfg: dict[str, str], btf: bool) -> list[Check]:
+    import shutil
+    out = []
+    for backend, tools, package in PEER_TOOLS:
+        lacking = [t for t in tools if shutil.which(t) is None]
+        out.append(Check(f"{backend} installed", OK if not lacking else MISSING,
+                         ", ".join(shutil.which(t) or t for t in tools) if not lacking
+                         else f"not found: {', '.join(lacking)}",
+                         f"apt-get install {package} (bin/setup installs it)", (backend,)))
+    out.append(Check("BTF for bpftrace", OK if btf else MISSING,
+                     "curtask->exit_code is read through BTF (sched_process_exit has no "
+                     "exit code)" + ("" if btf else ": /sys/kernel/btf/vmlinux missing"),
+                     "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --lab", ("bpftrace",)))
     return out
 
 

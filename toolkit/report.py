@@ -60,9 +60,9 @@ def _misses(b):
 def _polling(b) -> bool:
     """Was this column's backend a poller (its misses are what it never polled, not
     drops)? Asked of the registered backend class; a name no longer registered: no."""
-    from .backends.base import REGISTRY, backend_class
+    from .backends.base import REGISTRY, registered_class
     name = b.get("backend")
-    return name in REGISTRY and backend_class(name).polling
+    return name in REGISTRY and registered_class(name).polling
 
 
 def _never_seen(b):

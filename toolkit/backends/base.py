@@ -124,6 +124,9 @@ class Backend(abc.ABC):
     # table has its own source (the ebpf backend's task iterator): `toolkit mem` then
     # does not compile and attach the event programs it never reads.
     snapshot_needs_start: ClassVar[bool] = True
+    # How far the records' ts_ns may stray from the event (a coarse clock, times
+    # printed to the millisecond): the bench widens its matching windows by this much.
+    time_slack_ns: ClassVar[int] = 0
     # ProcInfo fields the process table (snapshot) fills with data; None: all of them. A
     # field left out shows as "-" in tables (null in JSON, empty in CSV), never as a
     # zero that looks like data.
@@ -232,13 +235,21 @@ REGISTRY = {
     "cnproc": "toolkit.backends.cnproc:CnprocBackend",
     "taskstats": "toolkit.backends.taskstats:TaskstatsBackend",
     "acct": "toolkit.backends.acct:AcctBackend",
+    # the tools users run instead (docs/peers.md)
+    "auditd": "toolkit.backends.peers.auditd:AuditdBackend",
+    "bpftrace": "toolkit.backends.peers.bpftrace:BpftraceBackend",
+    "forkstat": "toolkit.backends.peers.forkstat:ForkstatBackend",
+    "execsnoop": "toolkit.backends.peers.bccsnoop:ExecsnoopBackend",
+    "exitsnoop": "toolkit.backends.peers.bccsnoop:ExitsnoopBackend",
 }
 # The kernel's own process-event interfaces: no module, no BPF, no headers.
 NATIVE_INTERFACE_BACKENDS = ("cnproc", "taskstats", "acct")
 # Drops whose event type cannot be known (a proc connector sequence gap): counted under
 # this key of Stats.events beside the typed ones, and added to the bench's drops.
 UNTYPED = "untyped"
-KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct")   # doctor decides
+# The peers: other tools run as collectors (toolkit/backends/peers/).
+PEER_BACKENDS = ("auditd", "bpftrace", "forkstat", "execsnoop", "exitsnoop")
+KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct", *PEER_BACKENDS)  # doctor decides
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -269,10 +280,17 @@ def backend_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def registered_class(name: str):
+    """The class REGISTRY names for @name (whatever engine a run may pick): what the
+    CLI's choices and checks are built from."""
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def backends_with(capability: str) -> list[str]:
     """The registered backends whose class declares @capability (a true attribute:
-    layout_reader, probes, polling ...), in registry order."""
-    return [n for n in REGISTRY if getattr(backend_class(n), capability)]
+    layout_reader, quotas_impl, probes, polling ...), in registry order."""
+    return [n for n in REGISTRY if getattr(registered_class(n), capability)]
 
 
 def fills(fields: frozenset[str] | None, name: str) -> bool:

@@ -24,14 +24,14 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
-from ..backends.base import NATIVE_INTERFACE_BACKENDS
+from ..backends.base import NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
 from .cpulimit import CpuLimit
 from .environment import environment
 from .ledger import (EVENT_FIELDS, LEDGER_FIELDS, events_frame, read_ledger,
                      truth_columns)
-from .reconcile import TYPES, reconcile
+from .reconcile import TOL_NS, TYPES, reconcile
 from .workload import StormParams, build, parse_summary
 
 NONE = "none"
@@ -91,6 +91,8 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
         elif b in NATIVE_INTERFACE_BACKENDS:
             opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
             specs.append(BackendSpec(b, b, opts))
+        elif b in PEER_BACKENDS:
+            specs.append(BackendSpec(b, b, {}))
         elif b == "ps":
             for iv in ps_intervals:
                 specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
@@ -223,6 +225,7 @@ class Harness:
                 cpu = _cpu_self() - cpu0
                 st = b.stats()
                 stats = st.as_dict()
+                cpu += float((st.extra or {}).get("own_cpu_s") or 0.0)   # a peer's processes
                 if spec.poll:
                     extra = st.extra or {}
                     cpu += float(extra.get("ps_cpu_s", 0.0))
@@ -345,7 +348,8 @@ class Harness:
         late = int((r.summary["elapsed_s"] + 30) * 1e9) if spec.receipt_timed else 0
         return reconcile(r.rows, r.events, poll=spec.poll, period_s=r.period_s or 1.0,
                          storm_pid=r.summary["pid"], exclude_pids={r.summary["pid"], os.getpid()},
-                         receipt_late_ns=late)
+                         receipt_late_ns=late,
+                         tol_ns=max(TOL_NS, spec._attr("time_slack_ns", 0)))
 
     def summarize(self) -> dict:
         specs = {s.label: s for s in self.specs}

@@ -120,7 +120,7 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     # latency: kernel backends from the record's own time; ps times are poll times, so
     # measure from the ledger's event time (exit for exits, fork for the rest)
     # (taskstats/acct exits too: their times are receipt times)
-    ledger_time = m["poll"].astype(bool) | (receipt_timed & (m["t"] == "exit"))
+    ledger_time = m["poll"].astype(bool) | receipt_timed   # (forkstat: forks, execs too)
     ref = m["ts_ns"].where(~ledger_time,
                            m["l_exit_ns"].where(m["t"] == "exit", m["l_forked_ns"]))
     lat = ((m["receipt_ns"] - ref) / 1e6)[ref != 0]

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..backends.base import backend_class, backends_with
+from ..backends.base import backends_with, registered_class
 from ..errors import BenchError, WorkloadError
 from ..paths import BENCH_DIR, RESULTS_DIR
 from .metrics import bootstrap_median_ci, median
@@ -103,7 +103,7 @@ class Enforcers:
         try:
             for mech in mechanisms:
                 if mech in QUOTA_SIDES:
-                    self.quotas[mech] = backend_class(mech).quotas(exclusive=True)
+                    self.quotas[mech] = registered_class(mech).quotas(exclusive=True)
             if "cgroup" in mechanisms:
                 self._make_cgroup()
         except BaseException:

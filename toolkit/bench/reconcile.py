@@ -84,7 +84,8 @@ def _candidates(ev: pd.DataFrame, led: pd.DataFrame, poll: bool, late_ns: int,
     is_exit = m["type"] == EXIT
     exit_lo = m["l_exit_ns"].where(m["l_exit_ns"] > 0, m["l_fork_ns"]) - tol
     lo = lo.where(~is_exit, exit_lo)
-    hi = hi.where(~is_exit, hi + late_ns)   # poll, or a receipt-timed exit (else 0)
+    # a poll's exits, or any receipt-timed record (late_ns is 0 otherwise)
+    hi = hi.where(~is_exit, hi + late_ns) if poll else hi + late_ns
     inside = (((m["l_fork_ns"] <= m["k_lo"]) & (m["k_lo"] <= m["l_reap_ns"]))
               | ((m["l_fork_ns"] <= m["k_hi"]) & (m["k_hi"] <= m["l_reap_ns"])))
     m = m.assign(lo=lo, slack_only=~inside)

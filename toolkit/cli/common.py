@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import click
 
-from ..backends.base import KERNEL_BACKENDS, REGISTRY, backend_class, backends_with
+from ..backends.base import KERNEL_BACKENDS, REGISTRY, backends_with, registered_class
 from ..errors import LabError, ToolkitError
 
 BACKENDS = tuple(REGISTRY)
@@ -20,7 +20,7 @@ def probe_variants() -> tuple[str, ...]:
     tracepoint, fentry), asked of the backends."""
     out: list[str] = []
     for name in backends_with("probes"):
-        out += [p for p in backend_class(name).probes if p not in out]
+        out += [p for p in registered_class(name).probes if p not in out]
     return tuple(out)
 
 
@@ -116,7 +116,7 @@ def backend_options(f):
 def options_for(backend: str, probe: str | None, uid: int | None) -> dict:
     opts = {"uid": uid}
     if probe:
-        if probe not in backend_class(backend).probes:
+        if not registered_class(backend).probes:
             raise click.BadParameter("--probe applies to --backend "
                                      f"{' or '.join(backends_with('probes'))} only",
                                      param_hint="--probe")

@@ -8,12 +8,14 @@ import sys
 import click
 
 from .. import sysinfo
+from ..backends.base import PEER_BACKENDS
 from ..errors import EXIT_LAB_ONLY, EXIT_OK, EXIT_UNAVAILABLE
 from .common import parse_backends
 
 
 @click.command()
-@click.option("--backend", "backends", default="lkm,ebpf,cnproc,taskstats,acct", show_default=True,
+@click.option("--backend", "backends", show_default=True,
+              default=",".join(("lkm", "ebpf", "cnproc", "taskstats", "acct", *PEER_BACKENDS)),
               help="Comma-separated backends whose needs decide the exit status.")
 @click.option("--no-lab", is_flag=True, help="Skip the lab check (it boots QEMU briefly).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

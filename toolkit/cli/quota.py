@@ -11,12 +11,12 @@ import sys
 
 import click
 
-from ..backends.base import backend_class, backends_with
+from ..backends.base import backends_with, registered_class
 from .common import lab_option, rerun_in_lab
 
 QUOTA_BACKENDS = backends_with("quotas_impl")
 # set / list / clear outlive the command: only where the kernel side keeps the quotas
-PERSISTENT = [n for n in QUOTA_BACKENDS if backend_class(n).quotas_class().persistent]
+PERSISTENT = [n for n in QUOTA_BACKENDS if registered_class(n).quotas_class().persistent]
 
 
 def _limits(heap: str | None, files: str | None) -> tuple[int | None, int | None]:
@@ -59,7 +59,7 @@ def run(heap, files, backend, lab, command):
     from .. import quota as q
     h, f = _limits(heap, files)
     argv = list(command)
-    cls = backend_class(backend).quotas_class()
+    cls = registered_class(backend).quotas_class()
     if cls.startup_note:
         click.echo(f"quota run: {cls.startup_note}", err=True)
     # a side whose quotas die with this object (ebpf) holds them while we wait
@@ -92,7 +92,7 @@ def set_(heap, files, backend, pid):
     from .. import quota as q
     h, f = _limits(heap, files)
     q.check_target(pid)
-    with backend_class(backend).quotas() as side:
+    with registered_class(backend).quotas() as side:
         side.set(pid, h, f)
     click.echo(f"pid {pid}: " + q.limits_text(h, f))
 
@@ -105,7 +105,7 @@ def clear(backend, pid):
     from .. import quota as q
     if pid <= 0:
         raise q.QuotaError(f"pid {pid} is not a process id")
-    with backend_class(backend).quotas() as side:
+    with registered_class(backend).quotas() as side:
         side.clear(pid)
     click.echo(f"pid {pid}: quotas cleared")
 
@@ -119,7 +119,7 @@ def list_(backend, as_json):
     import json
 
     from tabulate import tabulate
-    with backend_class(backend).quotas() as side:
+    with registered_class(backend).quotas() as side:
         rows = list(side.entries().values())
         missed = side.counts().get("probes_missed")
     if as_json:

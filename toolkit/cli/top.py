@@ -39,8 +39,8 @@ def top(backend, probe, uid, lab, interval, sort, force_batch, iterations, once,
         iterations = 1
     batch_mode = (force_batch or iterations is not None or not sys.stdout.isatty()
                   or not sys.stdin.isatty())
-    from ..backends.base import backend_class
-    if backend_class(backend).polling:
+    from ..backends.base import registered_class
+    if registered_class(backend).polling:
         opts["interval"] = interval     # one poll per refresh
     from ..top.session import Session
     b = open_backend(backend, **opts)

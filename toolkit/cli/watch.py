@@ -122,9 +122,9 @@ def mem(backend, probe, uid, lab, fmt, sort, top):
         rerun_in_lab()
     from tabulate import tabulate
 
-    from ..backends.base import backend_class
+    from ..backends.base import registered_class
     snap = snapshot_of(backend, **opts)
-    fields = backend_class(backend).snapshot_fields
+    fields = registered_class(backend).snapshot_fields
     procs = [p for p in snap.processes if uid is None or p.uid == uid]
     key = {"rss": lambda p: -p.rss_kib, "pid": lambda p: p.pid, "cpu": lambda p: -p.cpu_ns,
            "peak": lambda p: -p.hiwater_rss_kib}[sort]

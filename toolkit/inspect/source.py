@@ -40,7 +40,7 @@ def check_pid(pid: int) -> None:
 def read_layout(pid: int, backend: str = "lkm") -> Layout:
     """@pid's Layout as the backend named @backend reads it."""
     try:
-        cls = base.backend_class(backend)
+        cls = base.registered_class(backend)
     except KeyError:
         raise BackendError(f"unknown backend {backend!r}; choose one of "
                            f"{', '.join(base.REGISTRY)}") from None

@@ -130,6 +130,24 @@ class Model:
     def update(self, snap, records: list, stats, now_ns: int,
                kernel_forks: int | None = None) -> Frame:
         wall_ns = max(1, now_ns - self._prev_ns)
+        rows = self._rows(snap, now_ns, wall_ns)
+        interval, short = self._count(records)
+        for c in COUNTERS:
+            self.totals[c] += interval[c]
+        self.short_total += len(short)
+        frame = Frame(
+            t_s=(now_ns - self.t0_ns) / 1e9, interval_s=wall_ns / 1e9, rows=rows,
+            meminfo=snap.meminfo, source=dict(snap.source), totals=dict(self.totals),
+            per_s={c: interval[c] * 1e9 / wall_ns for c in COUNTERS},
+            drops=drops_of(stats), short_count=len(short), short_total=self.short_total,
+            short_by_cpu=sorted(short, key=lambda s: -s.cpu_ms)[:SHORT_TOP],
+            short_by_peak=sorted(short, key=lambda s: -s.peak_kib)[:SHORT_TOP],
+            unseen_forks=self._unseen(kernel_forks, interval["fork"]))
+        self._prev_ns = now_ns
+        return frame
+
+    def _rows(self, snap, now_ns: int, wall_ns: int) -> list[Row]:
+        """The table: one row per process, CPU % as the delta over the interval."""
         rows, cpu, seen = [], {}, {}
         for p in snap.processes:
             if self.uid is not None and p.uid != self.uid:
@@ -156,7 +174,11 @@ class Model:
                             comm=p.comm, age_s=max(0.0, age_ns / 1e9)))
         self._cpu, self._first_seen = cpu, seen
         self._starts = {pid: start for pid, start in cpu}
+        return rows
 
+    def _count(self, records: list) -> tuple[dict[str, int], list[ShortLived]]:
+        """The interval's lifecycle counts, and the processes whose fork and exit both
+        arrived in it (the short-lived)."""
         interval = {c: 0 for c in COUNTERS}
         forks: dict[tuple[int, int], object] = {}
         short: list[ShortLived] = []
@@ -175,22 +197,13 @@ class Model:
                     lifetime_ms=max(0, r.ts_ns - (r.start_ns or f.ts_ns)) / 1e6,
                     cpu_ms=r.cpu_ns / 1e6, peak_kib=r.hiwater_rss_kib,
                     exit=status_text(r.exit_code)))
-        for c in COUNTERS:
-            self.totals[c] += interval[c]
-        self.short_total += len(short)
+        return interval, short
 
+    def _unseen(self, kernel_forks: int | None, forks: int) -> int | None:
+        """Forks the kernel counted that no record reported (a poller's blind spot)."""
         unseen = None
         if kernel_forks is not None:
             if self._kernel_forks is not None:
-                unseen = max(0, kernel_forks - self._kernel_forks - interval["fork"])
+                unseen = max(0, kernel_forks - self._kernel_forks - forks)
             self._kernel_forks = kernel_forks
-        frame = Frame(
-            t_s=(now_ns - self.t0_ns) / 1e9, interval_s=wall_ns / 1e9, rows=rows,
-            meminfo=snap.meminfo, source=dict(snap.source), totals=dict(self.totals),
-            per_s={c: interval[c] * 1e9 / wall_ns for c in COUNTERS},
-            drops=drops_of(stats), short_count=len(short), short_total=self.short_total,
-            short_by_cpu=sorted(short, key=lambda s: -s.cpu_ms)[:SHORT_TOP],
-            short_by_peak=sorted(short, key=lambda s: -s.peak_kib)[:SHORT_TOP],
-            unseen_forks=unseen)
-        self._prev_ns = now_ns
-        return frame
+        return unseen
