@@ -116,9 +116,55 @@ def test_unknown_lab_kernel_exits_2_naming_it(args):
     assert r.exit_code == 2 and ("5.10" in r.output or "--native" in r.output), r.output
 
 
-def test_lab_info_lists_every_installed_lab_kernel():
-    from toolkit import lab
+def test_lab_info_lists_every_cached_lab_kernel_and_the_cache():
+    from toolkit import kcache, lab
     r = run("lab", "info")
     releases = [k["release"] for k in lab.lab_kernels()]
     assert releases and all(rel in r.output for rel in releases), r.output
-    assert "installed lab kernels" in r.output
+    assert "cached lab kernels" in r.output and str(kcache.kernels_dir()) in r.output
+    j = json.loads(run("lab", "info", "--json").output)
+    assert [k["release"] for k in j["kernels"]] == releases
+    assert j["cache"] == str(kcache.kernels_dir()) and j["leftovers"] == []
+
+
+def test_lab_kernels_lists_both_lines_with_sizes():
+    """What bin/setup leaves: both lab lines cached, intact, with their sizes."""
+    r = run("lab", "kernels")
+    assert r.exit_code == 0, r.output
+    j = json.loads(run("lab", "kernels", "--json").output)
+    lines = {k["line"]: k for k in j["kernels"] if k["status"] == "ok"}
+    assert {"6.1", "6.12"} <= set(lines), j
+    for k in lines.values():
+        assert k["bytes"] > 50e6 and k["release"] in r.output
+        assert f"{k['bytes'] / 1e6:.0f} MB" in r.output
+    assert set(j["lines"]) >= {"6.1", "6.12"}
+
+
+def test_lab_kernels_bad_specs_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path))
+    for args in (["fetch", "5.10"], ["remove", "6.1"]):
+        r = run("lab", "kernels", *args)
+        assert r.exit_code == 2 and r.output.startswith("error: "), r.output
+
+
+def test_leftovers_of_an_old_setup_are_reported_never_removed(tmp_path, monkeypatch):
+    from toolkit import legacy
+    src, pin = tmp_path / "toolkit-bookworm-backports.sources", tmp_path / "pin"
+    src.write_text("Types: deb\n")
+    pin.write_text("Package: *\n")
+    found = legacy.findings(src, pin, ["linux-image-6.12.95+deb12-amd64",
+                                       "linux-headers-6.12.95+deb12-amd64",
+                                       "linux-image-amd64"])
+    text = json.dumps(found)
+    assert str(src) in text and str(pin) in text and "apt-get update" in text
+    assert "apt-get purge linux-image-6.12.95+deb12-amd64 linux-headers-6.12.95+deb12-amd64" \
+        in text and "linux-image-amd64" in text
+    assert src.exists() and pin.exists()
+    monkeypatch.setattr(legacy, "SOURCE", src)
+    monkeypatch.setattr(legacy, "PIN", pin)
+    r = run("lab", "info")
+    assert "left by an older bin/setup" in r.output and f"rm {src} {pin}" in r.output
+    from toolkit import doctor
+    c = doctor.leftovers_check()
+    assert c.status == doctor.WARN and str(src) in c.detail and "removes nothing" in c.fix
+    assert src.exists() and pin.exists()

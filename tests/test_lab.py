@@ -51,59 +51,99 @@ def test_vng_command_line_stays_short_whatever_the_command(tmp_path):
     assert "--disable-kvm" in argv and str(k) in argv
 
 
+def make_entry(cache, release, line, stamp=True):
+    """A small cache entry of `release` (image, modules.dep, headers, build link) as
+    kfetch leaves it: manifest and stamp included unless stamp=False."""
+    from toolkit import kcache, kfetch
+    root = cache / "kernels" / release
+    (root / "boot").mkdir(parents=True)
+    (root / "boot" / f"vmlinuz-{release}").write_bytes(b"MZ kernel " + release.encode())
+    mods = root / "lib" / "modules" / release
+    (mods / "kernel").mkdir(parents=True)
+    (mods / "kernel" / "virtio.ko").write_bytes(b"\x7fELF module")
+    (mods / "modules.dep").write_text("kernel/virtio.ko:\n")
+    hdr = root / "usr" / "src" / f"linux-headers-{release}"
+    hdr.mkdir(parents=True)
+    (hdr / "Makefile").write_text("include /usr/src/linux-headers-common/Makefile\n")
+    (mods / "build").symlink_to(hdr)
+    if stamp:
+        kfetch._stamp(root, root, kcache.lines()[line], release, [], 0.0)
+    return root
+
+
 @pytest.fixture
-def fake_boot(tmp_path, monkeypatch):
-    """A /boot and /lib/modules with Debian's two lab lines (and a 6.12 without headers)."""
-    boot, mods = tmp_path / "boot", tmp_path / "modules"
-    boot.mkdir()
-    for rel, headers in (("6.1.0-56-amd64", True), ("6.1.0-41-amd64", True),
-                         ("6.12.95+deb12-amd64", True), ("6.12.99+deb12-amd64", False)):
-        (boot / f"vmlinuz-{rel}").write_bytes(b"")
-        if headers:
-            (mods / rel / "build").mkdir(parents=True)
-            (mods / rel / "build" / "Makefile").write_text("")
-    monkeypatch.setattr(lab, "BOOT_DIR", boot)
-    monkeypatch.setattr(lab, "MODULES_DIR", mods)
+def fake_cache(tmp_path, monkeypatch):
+    """A lab kernel cache with Debian's two lab lines (and a 6.12 whose fetch was
+    interrupted: no completion stamp)."""
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path))
     monkeypatch.delenv("TOOLKIT_LAB_KERNEL", raising=False)
-    return boot
+    monkeypatch.delenv("TOOLKIT_LAB_LINES", raising=False)
+    for rel, line, complete in (("6.1.0-56-amd64", "6.1", True), ("6.1.0-41-amd64", "6.1", True),
+                                ("6.12.95+deb12-amd64", "6.12", True),
+                                ("6.12.99+deb12-amd64", "6.12", False)):
+        make_entry(tmp_path, rel, line, stamp=complete)
+    return tmp_path
 
 
-def test_default_lab_kernel_is_the_newest_6_1_with_headers(fake_boot):
-    assert lab.find_kernel().name == "vmlinuz-6.1.0-56-amd64"
+def test_default_lab_kernel_is_the_newest_6_1_of_the_cache(fake_cache):
+    k = lab.find_kernel()
+    assert k == fake_cache / "kernels" / "6.1.0-56-amd64" / "boot" / "vmlinuz-6.1.0-56-amd64"
 
 
 @pytest.mark.parametrize("spec, want", [("6.12", "6.12.95+deb12-amd64"),
                                         ("6.1", "6.1.0-56-amd64"),
                                         ("6.1.0-41", "6.1.0-41-amd64"),
                                         ("6", "6.12.95+deb12-amd64")])
-def test_release_prefix_picks_the_newest_match_with_headers(fake_boot, spec, want):
-    # "6.1" stops at a version boundary: it never picks 6.12
+def test_release_prefix_picks_the_newest_intact_match(fake_cache, spec, want):
+    # "6.1" stops at a version boundary: it never picks 6.12; 6.12.99 is partial
     assert lab.find_kernel(spec).name == f"vmlinuz-{want}"
 
 
-def test_prefix_from_the_environment(fake_boot, monkeypatch):
+def test_prefix_from_the_environment(fake_cache, monkeypatch):
     monkeypatch.setenv("TOOLKIT_LAB_KERNEL", "6.12")
     assert lab.find_kernel().name == "vmlinuz-6.12.95+deb12-amd64"
 
 
-def test_path_is_taken_as_given(fake_boot):
-    k = fake_boot / "vmlinuz-6.12.99+deb12-amd64"
+def test_path_is_taken_as_given(fake_cache):
+    k = fake_cache / "kernels" / "6.12.99+deb12-amd64" / "boot" / "vmlinuz-6.12.99+deb12-amd64"
     assert lab.find_kernel(str(k)) == k
 
 
 @pytest.mark.parametrize("spec, msg", [("5.10", "no lab kernel matches '5.10'"),
-                                       ("6.12.99", "has no headers")])
-def test_unknown_or_headerless_kernel_is_a_clear_error(fake_boot, spec, msg):
+                                       ("6.12.99", "is partial .* never booted")])
+def test_unknown_or_partial_kernel_is_a_clear_error(fake_cache, spec, msg):
     with pytest.raises(lab.LabError, match=msg) as e:
         lab.find_kernel(spec)
-    assert e.value.hint
+    assert "toolkit lab kernels fetch" in e.value.hint
 
 
-def test_lab_kernels_lists_every_image_oldest_first(fake_boot):
+def test_lab_kernels_lists_every_entry_oldest_first(fake_cache):
     ks = lab.lab_kernels()
     assert [k["release"] for k in ks] == ["6.1.0-41-amd64", "6.1.0-56-amd64",
                                          "6.12.95+deb12-amd64", "6.12.99+deb12-amd64"]
+    assert [k["status"] for k in ks] == ["ok", "ok", "ok", "partial"]
     assert [k["headers"] for k in ks] == [True, True, True, False]
+    assert [k["line"] for k in ks] == ["6.1", "6.1", "6.12", None]
+    assert lab.has_headers("6.1.0-56-amd64") and not lab.has_headers("6.12.99+deb12-amd64")
+
+
+def test_empty_cache_says_how_to_fill_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("TOOLKIT_LAB_KERNEL", raising=False)
+    with pytest.raises(lab.LabError, match="no lab kernel in the cache") as e:
+        lab.find_kernel()
+    assert "bin/setup" in e.value.hint
+
+
+def test_a_cache_the_guest_cannot_see_is_refused(tmp_path, monkeypatch):
+    """virtme-ng mounts tmpfs over /tmp, /var/cache... in the guest: a cache there would
+    boot a kernel without its modules."""
+    assert str(tmp_path).startswith("/tmp/")
+    make_entry(tmp_path, "6.1.0-56-amd64", "6.1")
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("TOOLKIT_LAB_KERNEL", raising=False)
+    with pytest.raises(lab.LabError, match="hides in the guest"):
+        lab.run(["true"])
 
 
 def test_tcg_threads_multi_only_on_verified_lines(monkeypatch, tmp_path):

@@ -47,3 +47,28 @@ def test_guest_kernel_crash_ends_the_run_and_says_so():
     console = re.search(r"\(console, (\S+)\):", p.stderr)
     assert console and "Kernel panic" in Path(console.group(1)).read_text(errors="replace")
     assert took < 300, took
+
+
+@pytest.mark.parametrize("line", ["6.1", "6.12"])
+def test_lab_boots_each_line_from_the_cache_with_its_modules_and_headers(line):
+    """The guest runs the cached kernel and sees that kernel's modules and headers at
+    /lib/modules/<release> (virtme-ng links the entry's modules there), while the host's
+    /lib/modules and /boot hold nothing of it."""
+    from toolkit import kcache
+    kernel = lab.find_kernel(line)
+    entry = kcache.find(kernel.name.removeprefix("vmlinuz-"))
+    assert entry is not None and entry.ok and kernel == entry.kernel
+    toolkit = Path(sys.executable).parent / "toolkit"
+    script = ('r=$(uname -r); echo "$r"; readlink -f /lib/modules/$r; '
+              'readlink -f /lib/modules/$r/build; '
+              'test -f /lib/modules/$r/build/Makefile && echo headers; '
+              'modprobe -n -v 9p >/dev/null && echo modules')
+    p = subprocess.run([str(toolkit), "lab", "run", "--kernel", line, "--no-prebuild",
+                        "--timeout", "600", "--", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=700)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout.splitlines()
+    assert out == [entry.release, str(entry.modules), str(entry.headers), "headers",
+                   "modules"], p.stdout
+    assert not Path("/lib/modules", entry.release).exists()
+    assert not Path("/boot", f"vmlinuz-{entry.release}").exists()

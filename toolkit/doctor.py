@@ -101,13 +101,7 @@ def checks(mount: bool = True) -> list[Check]:
                          ", ".join(hook_syms) if not hooks else
                          f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf")))
 
-    # headers
-    build = Path("/lib/modules") / rel / "build"
-    hdr = (build / "Makefile").exists()
-    out.append(Check("kernel headers", OK if hdr else MISSING,
-                     str(build) + ("" if hdr else " missing"),
-                     f"apt-get install linux-headers-{rel} (if your distribution has it), or --lab",
-                     ("lkm", "ebpf", *BCC_PEERS)))
+    out.append(headers_check(rel))
 
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     out.append(Check("BTF", OK if btf else WARN, "/sys/kernel/btf/vmlinux" +
@@ -155,6 +149,7 @@ def checks(mount: bool = True) -> list[Check]:
                          "--lab", ("ebpf",)))
     out += interface_checks(cfg)
     out += peer_checks(cfg, btf)
+    out.append(leftovers_check())
     return out
 
 
@@ -218,6 +213,46 @@ def _secure_boot_on() -> bool:
         except OSError:
             return False
     return False
+
+
+def headers_check(rel: str) -> Check:
+    """The running kernel's headers: the only ones of use natively (the module and BCC
+    compile against the running release's; another release's headers are useless)."""
+    build = Path("/lib/modules") / rel / "build"
+    needed = ("lkm", "ebpf", *BCC_PEERS)
+    if (build / "Makefile").exists():
+        return Check("kernel headers", OK, str(build), "", needed)
+    pkg = f"linux-headers-{rel}"
+    if _apt_has(pkg):
+        return Check("kernel headers", MISSING, f"{build} missing",
+                     f"apt-get install {pkg} (bin/setup does), or --lab", needed)
+    return Check("kernel headers", MISSING,
+                 f"{build} missing, and the distribution has no {pkg}: headers for another "
+                 "release are useless (the module and BCC build against the running kernel's)",
+                 "the kernel's vendor's headers package for exactly this release, or --lab",
+                 needed)
+
+
+def _apt_has(pkg: str) -> bool:
+    try:
+        p = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and bool(p.stdout.strip())
+
+
+def leftovers_check() -> Check:
+    """What older bin/setup versions installed (toolkit.legacy): said, never removed."""
+    from . import legacy
+    found = legacy.findings()
+    if not found:
+        return Check("old set-up leftovers", OK, "no backports source, pin or kernel package "
+                     "of an older bin/setup", "", ())
+    return Check("old set-up leftovers", WARN,
+                 "; ".join(f"{f['what']}: {', '.join(f['items'])}" for f in found),
+                 "; ".join(f["remove"] for f in found if f.get("remove")) +
+                 " (toolkit removes nothing itself)", ())
 
 
 def lab_check() -> Check:

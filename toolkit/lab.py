@@ -25,19 +25,19 @@ import threading
 import time
 from pathlib import Path
 
-from . import guestlog, paths, sysinfo
+from . import guestlog, kcache, paths, sysinfo
 from .errors import LabError  # noqa: F401  (raised here, caught by callers)
 
 QEMU = "qemu-system-x86_64"
 # variables worth carrying into the guest (the guest starts with a clean environment)
 PASS_ENV = re.compile(r"^(CI|TOOLKIT_\w+|PYTEST_ADDOPTS|COLUMNS|LINES|TERM|NO_COLOR)$")
 IN_LAB_ENV = "TOOLKIT_IN_LAB"
-# where lab kernels and their headers are looked for (tests point these at a tmp dir)
-BOOT_DIR = Path("/boot")
+# headers of a kernel given as a path (e.g. --kernel /boot/vmlinuz-R): the host's own
 MODULES_DIR = Path("/lib/modules")
 
 
-SETUP_HINT = "run `bin/setup` (as root) to install the lab kernel, headers, QEMU and virtme-ng"
+SETUP_HINT = ("run `bin/setup` (as root): it installs QEMU and virtme-ng and fetches the lab "
+              "kernels into a cache (`toolkit lab kernels fetch 6.1` fetches one)")
 
 
 def in_lab() -> bool:
@@ -49,69 +49,67 @@ def _release_of(vmlinuz: Path) -> str:
 
 
 def has_headers(release: str) -> bool:
-    return (MODULES_DIR / release / "build" / "Makefile").exists()
-
-
-# The default lab kernel line: Debian 12's stable kernel.  6.12 (bookworm-backports) is
-# installed beside it by bin/setup and picked with --kernel 6.12.
-DEFAULT_LINE = "6.1"
-
-
-def _version_key(release: str) -> tuple:
-    return tuple(int(n) for n in re.findall(r"\d+", release))
+    """Headers for `release`: in its intact cache entry, or the host's /lib/modules."""
+    return kcache.headers_for(release) is not None or \
+        (MODULES_DIR / release / "build" / "Makefile").exists()
 
 
 def lab_kernels() -> list[dict]:
-    """The kernels in /boot, oldest first: release, image path, headers present."""
-    out = [{"release": _release_of(p), "kernel": str(p), "headers": has_headers(_release_of(p))}
-           for p in BOOT_DIR.glob("vmlinuz-*")]
-    return sorted(out, key=lambda k: _version_key(k["release"]))
+    """The kernels in the lab's cache (toolkit.kcache), oldest first: release, image,
+    headers present, status (ok, partial, corrupt: only ok ones boot), line, size."""
+    return [{"release": e.release, "kernel": str(e.kernel), "status": e.status,
+             "reason": e.reason, "headers": e.ok and (e.headers / "Makefile").exists(),
+             "line": e.stamp.get("line"), "bytes": e.size(), "path": str(e.path)}
+            for e in kcache.entries()]
 
 
-def _matches(release: str, prefix: str) -> bool:
-    """'6.1' matches 6.1.0-56-amd64 but not 6.12.95+deb12-amd64: a prefix ends at a
-    version boundary."""
-    if not release.startswith(prefix):
-        return False
-    rest = release[len(prefix):]
-    return not rest or not (rest[0].isdigit() and prefix[-1].isdigit())
+def _named(kernels: list[dict], prefix: str) -> list[dict]:
+    line = kcache.lines().get(prefix)
+    return [k for k in kernels if kcache.matches(k["release"], prefix)
+            or (line and (line.owns(k["release"]) or k["line"] == prefix))]
 
 
 def find_kernel(explicit: str | None = None) -> Path:
     """The lab kernel: `explicit` (or $TOOLKIT_LAB_KERNEL), a path to an image or a release
-    prefix such as 6.12; else the newest installed 6.1 (DEFAULT_LINE) with headers, else the
-    newest kernel with headers.  Among several matching releases the newest with headers wins."""
+    prefix or line such as 6.12; else the newest cached kernel of the default line (6.1),
+    else the newest cached kernel.  Only intact entries with headers boot; among several
+    matching releases the newest wins."""
     explicit = explicit or os.environ.get("TOOLKIT_LAB_KERNEL")
-    kernels = lab_kernels()
-    installed = ", ".join(k["release"] for k in kernels) or "none"
     if explicit and ("/" in explicit or Path(explicit).exists()):
         p = Path(explicit)
         if not p.exists():
             raise LabError(f"lab kernel {p} does not exist")
         return p
-    prefix = explicit or DEFAULT_LINE
-    found = [k for k in kernels if _matches(k["release"], prefix)]
-    usable = [k for k in found if k["headers"]]
+    kernels = lab_kernels()
+    cached = ", ".join(k["release"] for k in kernels) or "none"
+    prefix = explicit or kcache.default_line()
+    found = _named(kernels, prefix)
+    if not found and not explicit:
+        found = kernels
+    usable = [k for k in found if k["status"] == "ok" and k["headers"]]
     if usable:
         return Path(usable[-1]["kernel"])
+    fetch = f"toolkit lab kernels fetch {prefix}"
     if found:
-        raise LabError(f"lab kernel {found[-1]['release']} has no headers "
-                       f"(/lib/modules/{found[-1]['release']}/build)",
-                       f"apt-get install linux-headers-{found[-1]['release']} "
-                       "(or run `bin/setup`)")
+        k = found[-1]
+        raise LabError(f"the cached lab kernel {k['release']} is {k['status']} "
+                       f"({k['reason'] or 'no headers'}): it is never booted",
+                       f"`{fetch}` fetches it again")
     if explicit:
-        raise LabError(f"no lab kernel matches '{explicit}' (installed: {installed})",
-                       "give a release prefix such as 6.1 or 6.12, or a path to a vmlinuz; "
-                       "`toolkit lab info` lists them; `bin/setup` installs 6.1 and 6.12")
-    with_headers = [k for k in kernels if k["headers"]]
-    if with_headers:
-        return Path(with_headers[-1]["kernel"])
-    if kernels:
-        raise LabError(f"no lab kernel has headers: found {installed} "
-                       "but no /lib/modules/<release>/build for any",
-                       "install the matching pair: apt-get install linux-image-amd64 "
-                       "linux-headers-amd64 (or run `bin/setup`)")
-    raise LabError(f"no lab kernel installed in {BOOT_DIR}", SETUP_HINT)
+        raise LabError(f"no lab kernel matches '{explicit}' (cached: {cached})",
+                       f"`{fetch}` fetches it; or give a path to a vmlinuz; "
+                       "`toolkit lab kernels` lists the cache")
+    raise LabError(f"no lab kernel in the cache {kcache.kernels_dir()}", SETUP_HINT)
+
+
+def _visible(kernel: Path) -> Path:
+    """The kernel, if the guest can see its modules (virtme-ng hides some host dirs)."""
+    hidden = kcache.hidden_in_guest(kernel)
+    if hidden:
+        raise LabError(f"the lab kernel cache {kcache.cache_dir()} is under {hidden}, which "
+                       "virtme-ng hides in the guest (its modules would be missing there)",
+                       f"set {kcache.CACHE_ENV} to a directory elsewhere")
+    return kernel
 
 
 def vng_path() -> str | None:
@@ -121,6 +119,9 @@ def vng_path() -> str | None:
     return shutil.which("vng")
 
 
+ACCEL_ENV = "TOOLKIT_LAB_ACCEL"   # tcg, kvm or auto (the default: probe_kvm decides)
+
+
 @dataclasses.dataclass
 class Accel:
     name: str          # "kvm" or "tcg"
@@ -128,8 +129,16 @@ class Accel:
 
 
 def probe_kvm(kernel: Path, timeout: float = 4.0) -> Accel:
-    """Try a tiny KVM boot of the lab kernel: if QEMU still runs after `timeout`
-    seconds (or exits cleanly after the kernel panics for lack of a root), KVM works."""
+    """Try a tiny KVM boot of the lab kernel: KVM works if QEMU exits cleanly within
+    `timeout` seconds (the kernel panics for lack of a root, panic=-1 reboots, and
+    -no-reboot makes QEMU exit). A guest still running then proves nothing (a KVM guest
+    can hang at its first instruction), so it means TCG. $TOOLKIT_LAB_ACCEL=tcg|kvm skips
+    the probe."""
+    forced = os.environ.get(ACCEL_ENV, "").strip().lower()
+    if forced in ("tcg", "kvm"):
+        return Accel(forced, f"{ACCEL_ENV}={forced}")
+    if forced not in ("", "auto"):
+        raise LabError(f"{ACCEL_ENV}={forced!r}: expected tcg, kvm or auto")
     if not Path("/dev/kvm").exists():
         return Accel("tcg", "no /dev/kvm")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -143,9 +152,9 @@ def probe_kvm(kernel: Path, timeout: float = 4.0) -> Accel:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return Accel("kvm", "KVM guest started")
+        return Accel("tcg", f"a KVM test boot did not finish within {timeout:.0f} s")
     if p.returncode == 0:
-        return Accel("kvm", "KVM guest started")
+        return Accel("kvm", "a KVM test boot ran to its end")
     msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[0]
     return Accel("tcg", f"/dev/kvm present but QEMU could not start a KVM guest: {msg}")
 
@@ -277,11 +286,12 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
         raise LabError("no command given: toolkit lab run -- CMD [ARGS...]")
     if in_lab():
         raise LabError("already inside the lab VM")
-    kimg = find_kernel(kernel)
+    kimg = _visible(find_kernel(kernel))
     release = _release_of(kimg)
     if not has_headers(release):
-        raise LabError(f"no headers for the lab kernel {release} at /lib/modules/{release}/build",
-                       f"apt-get install linux-headers-{release}")
+        raise LabError(f"no headers for the lab kernel {release} (neither in the lab's cache "
+                       f"nor at /lib/modules/{release}/build)",
+                       f"`toolkit lab kernels fetch {release}` fetches image and headers")
     accel = probe_kvm(kimg)
     if prebuild:
         _prebuild_module(release, quiet)
@@ -296,7 +306,7 @@ def run(cmd: list[str], *, kernel: str | None = None, cpus: int | None = None,
     script = Path(name)
     with os.fdopen(fd, "w") as f:
         env = guest_env()
-        env["TOOLKIT_LAB_ACCEL"] = accel.name  # so results can say kvm or tcg
+        env[ACCEL_ENV] = accel.name  # so results can say kvm or tcg
         if accel.name == "tcg":
             env[TCG_ENV] = tcg_threads(release)
         env["TOOLKIT_LAB_RELEASE"] = release
@@ -541,8 +551,11 @@ def _pump(src, dst, seen: _Activity | None = None, strip_nul: bool = False) -> N
 
 def info(kernel: str | None = None) -> dict:
     """What the lab would use here (for `toolkit lab info` and `toolkit doctor`): the
-    selected kernel (default or `kernel`) and every installed lab kernel."""
-    out: dict = {"vng": vng_path(), "qemu": shutil.which(QEMU), "kernels": lab_kernels()}
+    selected kernel (default or `kernel`), every cached lab kernel, the cache, and what
+    older bin/setup versions left here (toolkit.legacy: reported, never removed)."""
+    from . import legacy
+    out: dict = {"vng": vng_path(), "qemu": shutil.which(QEMU), "kernels": lab_kernels(),
+                 "cache": str(kcache.kernels_dir()), "leftovers": legacy.findings()}
     try:
         k = find_kernel(kernel)
         out["kernel"] = str(k)

@@ -44,11 +44,14 @@ def kernel_version(rel: str | None = None) -> tuple[int, int]:
 
 
 def kernel_config_text(rel: str | None = None) -> str | None:
-    """The kernel's build config: /boot/config-<release>, else /proc/config.gz."""
+    """The kernel's build config: /boot/config-<release>, else the headers' .config
+    (/lib/modules/<release>/build/.config: the lab guest has no /boot of its kernel),
+    else /proc/config.gz."""
     rel = rel or release()
-    text = read_text(f"/boot/config-{rel}")
-    if text is not None:
-        return text
+    for f in (f"/boot/config-{rel}", f"/lib/modules/{rel}/build/.config"):
+        text = read_text(f)
+        if text is not None:
+            return text
     if rel != release():
         return None     # /proc/config.gz describes the running kernel only
     try:

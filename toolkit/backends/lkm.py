@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .. import schema, sysinfo
+from .. import kcache, schema, sysinfo
 from ..errors import InspectError
 from ..paths import INCLUDE_DIR, LKM_DIR, RESULTS_DIR
 from .base import (LAB_HINT, Backend, BackendError, EventCounters, HookStats, LayoutText,
@@ -176,7 +176,12 @@ def source_digest(rel: str) -> str:
 
 
 def kernel_build_dir(rel: str) -> Path:
-    return Path("/lib/modules") / rel / "build"
+    """/lib/modules/<rel>/build (the running kernel's, or the lab guest's), else the
+    headers of the lab kernel `rel` in the lab's cache (toolkit.kcache)."""
+    native = Path("/lib/modules") / rel / "build"
+    if (native / "Makefile").exists():
+        return native
+    return kcache.headers_for(rel) or native
 
 
 def _up_to_date(bdir: Path, digest: str) -> Path | None:
