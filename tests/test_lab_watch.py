@@ -3,6 +3,7 @@ VM, the console captured to a file, and the silence watchdog on a real child pro
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +20,15 @@ def test_vng_command_panics_on_faults_and_captures_the_console(tmp_path, monkeyp
                              rwdirs=[tmp_path], console=console)
     kargs = argv[argv.index("--append") + 1].split()
     for a in ("panic_on_oops=1", "softlockup_panic=1", "hung_task_panic=1",
-              f"hung_task_timeout_secs={guestlog.HUNG_TASK_SECS}", "console=ttyS1,115200"):
+              f"hung_task_timeout_secs={guestlog.HUNG_TASK_SECS}", "console=hvc0"):
         assert a in kargs, kargs
     assert "panic_on_warn=1" not in kargs
     qemu = [a for a in argv if a.startswith("--qemu-opts=")]
     assert len(qemu) == 1       # vng keeps one; it hands it to a shell
     assert shlex.split(qemu[0].removeprefix("--qemu-opts=")) == \
-        ["-accel", "tcg,thread=single", "-serial", f"file:{console}"]
+        ["-accel", "tcg,thread=single", *guestlog.console_qemu_args(console)]
+    assert f"path={console}" in guestlog.console_qemu_args(console)[1]
+    assert "path=/a,,b" in guestlog.console_qemu_args(Path("/a,b"))[1]
     monkeypatch.setenv(guestlog.PANIC_ON_WARN_ENV, "1")
     assert "panic_on_warn=1" in guestlog.fault_args()
 

@@ -253,8 +253,8 @@ def build_command(script: Path, *, kernel: Path, accel: Accel, cpus: int, memory
         args.append("--disable-kvm")
         if tcg_threads(_release_of(kernel)) == "single":
             qemu += ["-accel", "tcg,thread=single"]
-    if console is not None:     # a second serial port (ttyS1): QEMU writes it to a file
-        qemu += ["-serial", f"file:{console}"]
+    if console is not None:     # a virtio console (hvc0) that QEMU writes to a file
+        qemu += guestlog.console_qemu_args(console)
     if qemu:
         args.append("--qemu-opts=" + shlex.join(qemu))
     for d in rwdirs:
