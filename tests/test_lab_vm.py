@@ -3,7 +3,6 @@ import re
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,26 +26,6 @@ def test_lab_run_streams_output_propagates_status_and_keeps_results(tmp_path):
     assert p.returncode == 7
     assert marker.read_text() == "written-in-guest\n"
     marker.unlink()
-
-
-def test_guest_kernel_crash_ends_the_run_and_says_so():
-    """A kernel crash in the guest (sysrq c) ends the VM at once (panic=-1), and `lab run`
-    says so with the panic's text from the console QEMU wrote to a host file; the sleep
-    after it would otherwise hold the VM until --timeout."""
-    toolkit = Path(sys.executable).parent / "toolkit"
-    t0 = time.monotonic()
-    p = subprocess.run([str(toolkit), "lab", "run", "--timeout", "400", "--", "sh", "-c",
-                        "echo guest-up; echo c > /proc/sysrq-trigger; sleep 600"],
-                       capture_output=True, text=True, timeout=500)
-    took = time.monotonic() - t0
-    print(f"crash run: {took:.0f} s")
-    assert p.returncode != 0 and "guest-up" in p.stdout, p
-    assert "lab: the guest kernel crashed: " in p.stderr, p.stderr
-    assert "sysrq triggered crash" in p.stderr, p.stderr      # the panic's own text
-    assert "timed out" not in p.stderr
-    console = re.search(r"\(console, (\S+)\):", p.stderr)
-    assert console and "Kernel panic" in Path(console.group(1)).read_text(errors="replace")
-    assert took < 300, took
 
 
 @pytest.mark.parametrize("line", ["6.1", "6.12"])
