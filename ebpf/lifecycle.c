@@ -22,9 +22,11 @@
  *              BPF.support_kfunc() says the kernel can).
  */
 /*
- * Everything is in this one file on purpose: BCC rewrites map method calls
- * (tk_events.ringbuf_reserve(), tk_counters.lookup(), ...) only in the main
- * source file, not in included headers.
+ * The logic (count, filter, fill, send) is tk_lifecycle.h's, shared with
+ * the CO-RE engine's core/lifecycle.bpf.c; this file holds what is BCC's
+ * own: the map declarations, their accessors (BCC rewrites map method calls
+ * such as tk_counters.lookup() only in the main source file, so they live
+ * here) and the programs' entry points.
  *
  * Compiled with (see toolkit/backends/ebpf.py):
  *   -I<repo>/include -I<repo>/ebpf (tk_task.h: task and mm readers shared
@@ -59,11 +61,15 @@
 BPF_PERCPU_ARRAY(tk_counters, u64, TK_NCOUNTERS);
 
 /*
- * The filters, at the header's TK_CONFIG_SLOTS: TK_CONFIG_UID (real uid)
- * and TK_CONFIG_PPID (parent's tgid, as the module's "ppid N"), each
- * TK_FILTER_OFF or TK_FILTER_ENCODE(id).  Written by user space.
+ * The configuration at the header's TK_CONFIG_SLOTS: TK_CONFIG_UID (real
+ * uid) and TK_CONFIG_PPID (parent's tgid, as the module's "ppid N"), each
+ * TK_FILTER_OFF or TK_FILTER_ENCODE(id); TK_CONFIG_WAKEUP, the ring
+ * buffer's wakeup policy.  Written by user space.
  */
 BPF_ARRAY(tk_config, u64, TK_CONFIG_MAX);
+
+/* each CPU's records since its last forced wakeup (TK_CONFIG_WAKEUP) */
+BPF_PERCPU_ARRAY(tk_wakeup, u64, 1);
 
 #if defined(TK_TRANSPORT_RINGBUF)
 BPF_RINGBUF_OUTPUT(tk_events, TK_RINGBUF_PAGES);
@@ -73,200 +79,41 @@ BPF_PERF_OUTPUT(tk_events);
 #error "define TK_TRANSPORT_RINGBUF or TK_TRANSPORT_PERF"
 #endif
 
-static __always_inline void tk_count(u32 type, u32 kind)
+static __always_inline u64 *tk_counter_slot(u32 key)
 {
-	u32 key = TK_COUNTER_KEY(type, kind);
-	u64 *val = tk_counters.lookup(&key);
-
-	/*
-	 * Atomic although per-CPU: fentry programs run with only migration
-	 * disabled, so two of them can interleave on one CPU.
-	 */
-	if (val)
-		__sync_fetch_and_add(val, 1);
+	return tk_counters.lookup(&key);
 }
 
-/* The fields every record carries, read from task t. */
-static __always_inline void tk_fill(struct tk_record *r, u32 type,
-				    struct task_struct *t, u32 uid)
+static __always_inline u64 *tk_config_slot(u32 slot)
 {
-	struct task_struct *parent = NULL;
-
-	__builtin_memset(r, 0, sizeof(*r));
-	r->ts_ns = bpf_ktime_get_ns();		/* CLOCK_MONOTONIC */
-	r->type = type;
-	r->uid = uid;
-	r->cpu = bpf_get_smp_processor_id();
-	bpf_probe_read_kernel(&r->start_ns, sizeof(r->start_ns), &t->start_time);
-	bpf_probe_read_kernel(&r->pid, sizeof(r->pid), &t->pid);
-	bpf_probe_read_kernel(&r->tgid, sizeof(r->tgid), &t->tgid);
-	bpf_probe_read_kernel(&parent, sizeof(parent), &t->real_parent);
-	if (parent)
-		bpf_probe_read_kernel(&r->ppid, sizeof(r->ppid), &parent->tgid);
-	bpf_probe_read_kernel(r->comm, sizeof(r->comm), &t->comm[0]);
+	return tk_config.lookup(&slot);
 }
 
-/*
- * Exit-only fields: RSS and peak RSS from the still attached mm (as
- * get_mm_rss() / get_mm_hiwater_rss()), and the CPU time of the thread
- * group: this task's utime+stime plus what its dead threads left in
- * signal->utime/stime.
- */
-static __always_inline void tk_fill_exit(struct tk_record *r,
-					 struct task_struct *t, long code)
+static __always_inline u64 *tk_wakeup_slot(void)
 {
-	struct mm_struct *mm = NULL;
-	struct signal_struct *sig = NULL;
-	u64 utime = 0, stime = 0, sutime = 0, sstime = 0;
+	u32 zero = 0;
 
-	r->exit_code = code;
-	bpf_probe_read_kernel(&utime, sizeof(utime), &t->utime);
-	bpf_probe_read_kernel(&stime, sizeof(stime), &t->stime);
-	bpf_probe_read_kernel(&sig, sizeof(sig), &t->signal);
-	if (sig) {
-		bpf_probe_read_kernel(&sutime, sizeof(sutime), &sig->utime);
-		bpf_probe_read_kernel(&sstime, sizeof(sstime), &sig->stime);
-	}
-	r->cpu_ns = utime + stime + sutime + sstime;
-
-	bpf_probe_read_kernel(&mm, sizeof(mm), &t->mm);
-	if (mm) {
-		unsigned long hiwater = 0;
-		long rss = tk_mm_rss(mm);
-#ifdef SPLIT_RSS_COUNTING
-		/*
-		 * <= 6.1: each thread caches up to 64 counter updates and
-		 * do_exit() folds current's cache into the mm only after this
-		 * hook, so add it, as the module does (t == current).
-		 */
-		int cached[NR_MM_COUNTERS] = {};
-
-		bpf_probe_read_kernel(cached, sizeof(cached), &t->rss_stat.count[0]);
-		rss += cached[MM_FILEPAGES] + cached[MM_ANONPAGES] +
-		       cached[MM_SHMEMPAGES];
-#endif
-		if (rss < 0)
-			rss = 0;
-
-		bpf_probe_read_kernel(&hiwater, sizeof(hiwater), &mm->hiwater_rss);
-		if (hiwater < (unsigned long)rss)
-			hiwater = rss;
-		r->rss_kib = (u64)rss << (PAGE_SHIFT - 10);
-		r->hiwater_rss_kib = (u64)hiwater << (PAGE_SHIFT - 10);
-		r->flags |= TK_FLAG_HAS_MM;
-	}
+	return tk_wakeup.lookup(&zero);
 }
 
-/*
- * Count, filter, fill and send one record about task t.  is_exit adds the
- * exit fields (code is do_exit()'s argument).  Every call ends in exactly
- * one of filtered / delivered / dropped, so seen == the sum of the three.
- */
-static __always_inline int tk_emit(void *ctx, u32 type, struct task_struct *t,
-				   int is_exit, long code)
-{
-	u32 uid_slot = TK_CONFIG_UID, ppid_slot = TK_CONFIG_PPID;
-	u64 *filter = tk_config.lookup(&uid_slot);
-	u64 *pfilter = tk_config.lookup(&ppid_slot);
-	u32 uid = tk_task_uid(t);
-
-	tk_count(type, TK_SEEN);
-	if (filter && !TK_FILTER_PASSES(*filter, uid)) {
-		tk_count(type, TK_FILTERED);
-		return 0;
-	}
-	if (pfilter && *pfilter != TK_FILTER_OFF) {
-		struct task_struct *parent = NULL;
-		u32 ppid = 0;
-
-		bpf_probe_read_kernel(&parent, sizeof(parent), &t->real_parent);
-		if (parent)
-			bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
-		if (!TK_FILTER_PASSES(*pfilter, ppid)) {
-			tk_count(type, TK_FILTERED);
-			return 0;
-		}
-	}
 #if defined(TK_TRANSPORT_RINGBUF)
-	struct tk_record *r = tk_events.ringbuf_reserve(sizeof(struct tk_record));
+static __always_inline struct tk_record *tk_ring_reserve(void)
+{
+	return tk_events.ringbuf_reserve(sizeof(struct tk_record));
+}
 
-	if (!r) {
-		tk_count(type, TK_DROPPED);
-		return 0;
-	}
-	tk_fill(r, type, t, uid);
-	if (is_exit)
-		tk_fill_exit(r, t, code);
-	tk_events.ringbuf_submit(r, 0);
-	tk_count(type, TK_DELIVERED);
+static __always_inline void tk_ring_submit(struct tk_record *r, u64 flags)
+{
+	tk_events.ringbuf_submit(r, flags);
+}
 #else
-	struct tk_record rec;
-
-	tk_fill(&rec, type, t, uid);
-	if (is_exit)
-		tk_fill_exit(&rec, t, code);
-	/* fails (-ENOSPC) when this CPU's perf buffer is full; user space
-	 * sees the same loss again as a PERF_RECORD_LOST (lost_cb) */
-	if (tk_events.perf_submit(ctx, &rec, sizeof(rec)) < 0)
-		tk_count(type, TK_DROPPED);
-	else
-		tk_count(type, TK_DELIVERED);
+static __always_inline int tk_perf_submit(void *ctx, struct tk_record *r)
+{
+	return tk_events.perf_submit(ctx, r, sizeof(*r));
+}
 #endif
-	return 0;
-}
 
-/* p became runnable for the first time: a new process or a new thread. */
-static __always_inline int tk_on_fork(void *ctx, struct task_struct *p)
-{
-	u32 pid = 0, tgid = 0;
-
-	if (tk_is_kthread(p))
-		return 0;
-	bpf_probe_read_kernel(&pid, sizeof(pid), &p->pid);
-	bpf_probe_read_kernel(&tgid, sizeof(tgid), &p->tgid);
-	return tk_emit(ctx, pid != tgid ? TK_EVENT_CLONE : TK_EVENT_FORK,
-		       p, 0, 0);
-}
-
-/* current has passed the point of no return of execve(); comm is new. */
-static __always_inline int tk_on_exec(void *ctx)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-
-	if (tk_is_kthread(t))
-		return 0;
-	return tk_emit(ctx, TK_EVENT_EXEC, t, 0, 0);
-}
-
-/* current enters do_exit(code), mm still attached: leaders only. */
-static __always_inline int tk_on_exit(void *ctx, long code)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	u32 pid = 0, tgid = 0;
-
-	if (tk_is_kthread(t))
-		return 0;
-	bpf_probe_read_kernel(&pid, sizeof(pid), &t->pid);
-	bpf_probe_read_kernel(&tgid, sizeof(tgid), &t->tgid);
-	if (pid != tgid)
-		return 0;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
-	/* a leader killed by a sibling's execve() (de_thread) is not an
-	 * exit of the process: the module skips it too */
-	{
-		struct signal_struct *sig = NULL;
-		struct task_struct *exec_task = NULL;
-
-		bpf_probe_read_kernel(&sig, sizeof(sig), &t->signal);
-		if (sig)
-			bpf_probe_read_kernel(&exec_task, sizeof(exec_task),
-					      &sig->group_exec_task);
-		if (exec_task && exec_task != t)
-			return 0;
-	}
-#endif
-	return tk_emit(ctx, TK_EVENT_EXIT, t, 1, code);
-}
+#include "tk_lifecycle.h"	/* the logic, shared with core/lifecycle.bpf.c */
 
 /* ---- kprobe variant (do_exit is also the tracepoint variant's exit) ---- */
 

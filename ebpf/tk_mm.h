@@ -31,7 +31,26 @@ static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
 {
 	long val = 0;
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+#ifdef TK_CORE
+	/* the kernel's BTF decides: struct mm_rss_stat went away in 6.2 */
+	if (bpf_core_type_exists(struct mm_rss_stat)) {
+		struct mm_struct___pre62 *old = (void *)mm;
+
+		bpf_probe_read_kernel(&val, sizeof(val),
+				      &old->rss_stat.count[member].counter);
+	} else {
+		/* struct percpu_counter rss_stat[]: its size is the kernel's
+		 * (config-dependent), so index with the relocated size */
+		struct mm_struct___v62 *new = (void *)mm;
+		char *elem = (char *)&new->rss_stat +
+			member * bpf_core_type_size(struct percpu_counter);
+		s64 count = 0;
+
+		bpf_probe_read_kernel(&count, sizeof(count), elem +
+			bpf_core_field_offset(struct percpu_counter, count));
+		val = count;
+	}
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
 	s64 count = 0;
 
 	bpf_probe_read_kernel(&count, sizeof(count),
@@ -44,6 +63,7 @@ static __always_inline long tk_mm_counter(struct mm_struct *mm, int member)
 	return val < 0 ? 0 : val;
 }
 
+#ifndef TK_CORE	/* inspect (vm.c) is BCC-only so far */
 /*
  * One mm RSS counter in pages as /proc/PID/status shows it (and as the
  * module's tk_rss() reads it): on >= 6.2 the folded value plus every
@@ -83,5 +103,6 @@ static __always_inline long tk_mm_counter_sum(struct mm_struct *mm,
 	return tk_mm_counter(mm, member);
 #endif
 }
+#endif /* !TK_CORE */
 
 #endif /* TK_MM_H */

@@ -14,6 +14,15 @@
 #ifndef TK_TASK_H
 #define TK_TASK_H
 
+#ifdef TK_CORE
+#define TK_PAGE_SHIFT	12	/* x86-64, the CO-RE build's only target */
+/* a field's offset in the running kernel's layout, not the header's */
+#define TK_OFFSETOF(type, field)	bpf_core_field_offset(type, field)
+#else
+#define TK_PAGE_SHIFT	PAGE_SHIFT
+#define TK_OFFSETOF(type, field)	offsetof(type, field)
+#endif
+
 /* real uid (cred->uid) of t's objective credentials, init user ns */
 static __always_inline u32 tk_task_uid(struct task_struct *t)
 {
@@ -48,6 +57,62 @@ static __always_inline long tk_mm_rss(struct mm_struct *mm)
 	return tk_mm_counter(mm, MM_FILEPAGES) +
 	       tk_mm_counter(mm, MM_ANONPAGES) +
 	       tk_mm_counter(mm, MM_SHMEMPAGES);
+}
+
+/*
+ * Kernel differences, read the way each engine can: BCC compiles against
+ * the running kernel's headers (version tests), the CO-RE object asks the
+ * kernel's BTF at load time (bpf_core_field_exists() on the flavours of
+ * core/tk_vmlinux.h).  Nothing else in the shared logic differs.
+ */
+
+/*
+ * Pages of t's own RSS counter cache (SPLIT_RSS_COUNTING, <= 6.1: up to 64
+ * updates per thread that do_exit() folds into the mm only after its entry),
+ * file + anon + shmem; 0 on kernels without the cache.
+ */
+static __always_inline long tk_task_rss_cache(struct task_struct *t)
+{
+	int cached[4] = {};	/* NR_MM_COUNTERS: 4 on every kernel with it */
+
+#ifdef TK_CORE
+	struct task_struct___pre62 *old = (void *)t;
+
+	if (!bpf_core_field_exists(old->rss_stat))
+		return 0;
+	bpf_probe_read_kernel(cached, sizeof(cached), &old->rss_stat.count[0]);
+#elif defined(SPLIT_RSS_COUNTING)
+	bpf_probe_read_kernel(cached, sizeof(cached), &t->rss_stat.count[0]);
+#else
+	return 0;
+#endif
+	return cached[MM_FILEPAGES] + cached[MM_ANONPAGES] +
+	       cached[MM_SHMEMPAGES];
+}
+
+/*
+ * signal->group_exec_task (5.16 and later: the thread whose execve() is
+ * killing the others), or NULL.
+ */
+static __always_inline struct task_struct *
+tk_group_exec_task(struct task_struct *t)
+{
+	struct task_struct *exec_task = NULL;
+	struct signal_struct *sig = NULL;
+
+	bpf_probe_read_kernel(&sig, sizeof(sig), &t->signal);
+	if (!sig)
+		return NULL;
+#ifdef TK_CORE
+	if (!bpf_core_field_exists(sig->group_exec_task))
+		return NULL;
+	bpf_probe_read_kernel(&exec_task, sizeof(exec_task),
+			      &sig->group_exec_task);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
+	bpf_probe_read_kernel(&exec_task, sizeof(exec_task),
+			      &sig->group_exec_task);
+#endif
+	return exec_task;
 }
 
 #endif /* TK_TASK_H */

@@ -115,10 +115,19 @@
 #define TK_FILTER_PASSES(filter, id)					\
 	((filter) == TK_FILTER_OFF || (filter) == TK_FILTER_ENCODE(id))
 
-/* Slots of the eBPF tk_config array (the module has the same two filters). */
+/*
+ * Slots of the eBPF tk_config array (the module has the same two filters).
+ *  UID     real uid filter (TK_FILTER_*)
+ *  PPID    parent's tgid filter (TK_FILTER_*)
+ *  WAKEUP  the ring buffer's reader wakeup policy: 0 wakes the reader at
+ *          each record it is waiting for (the kernel's default); N > 0
+ *          submits with BPF_RB_NO_WAKEUP and forces a wakeup at every N-th
+ *          record of a CPU, the reader also polling on a timer (batched)
+ */
 #define TK_CONFIG_SLOTS(C)		\
 	C(UID, 0, "uid")		\
-	C(PPID, 1, "ppid")
+	C(PPID, 1, "ppid")		\
+	C(WAKEUP, 2, "wakeup")
 
 /*
  * Per-process quotas (version 2): Q(NAME, value, "text").  Values are

@@ -10,7 +10,7 @@ import pytest
 from toolkit.bench import metrics, raw_file
 from toolkit.bench.harness import BackendSpec
 from toolkit.bench.ledger import read_events, read_ledger, records_of
-from toolkit.bench.reconcile import TYPES, reconcile
+from toolkit.bench.reconcile import TOL_NS, TYPES, reconcile
 from toolkit.paths import RESULTS_DIR
 
 DATA = Path(__file__).parent / "data" / "bench"
@@ -88,7 +88,8 @@ def rereconcile(run_dir: Path) -> tuple[dict, dict]:
             late = int((run["elapsed_s"] + 30) * 1e9) if spec.receipt_timed else 0
             rc = reconcile(led, ev, poll=spec.poll, period_s=period,
                            storm_pid=sel["storm_pid"], exclude_pids={sel["storm_pid"]},
-                           receipt_late_ns=late)
+                           receipt_late_ns=late,
+                           tol_ns=max(TOL_NS, spec._attr("time_slack_ns", 0)))
             caps.append(metrics.Capture(rc, poll=spec.poll, records=len(ev), period_s=period))
         out[label] = metrics.backend_metrics(caps, provides=spec.provides,
                                              receipt_timed=spec.receipt_timed,

@@ -36,7 +36,8 @@ def test_bad_options(kw, match):
 
 
 def test_get_backend_validates_without_bcc():
-    b = base.get_backend("ebpf", probe="tracepoint", transport="perf", buffer_pages=8, uid=5)
+    b = base.get_backend("ebpf", engine="bcc", probe="tracepoint", transport="perf",
+                         buffer_pages=8, uid=5)
     assert b.name == "ebpf" and b.uid_filter == 5
     assert (b.opts.probe, b.opts.transport, b.opts.buffer_pages) == ("tracepoint", "perf", 8)
 

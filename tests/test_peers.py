@@ -178,7 +178,14 @@ def _audit_state():
 @pytest.mark.parametrize("name", NATIVE)
 def test_peer_sees_our_children_and_leaves_nothing(name):
     needs(name)
-    before = _audit_state() if shutil.which("auditctl") else None
+    if name == "auditd":       # no other toolkit process changes the audit state meanwhile
+        with A.exclusive():
+            _peer_sees_our_children_and_leaves_nothing(name, _audit_state())
+    else:
+        _peer_sees_our_children_and_leaves_nothing(name, None)
+
+
+def _peer_sees_our_children_and_leaves_nothing(name, before):
     b = get_backend(name)
     b.start()
     try:
@@ -229,7 +236,8 @@ time.sleep(60)
 def test_sigkill_of_the_harness_leaves_nothing_after_the_next_start():
     for n in NATIVE:
         needs(n)
-    before = _audit_state()
+    with A.exclusive():
+        before = _audit_state()
     p = subprocess.Popen([sys.executable, "-c", CRASHER, *NATIVE], stdout=subprocess.PIPE,
                          text=True)
     try:
@@ -243,14 +251,17 @@ def test_sigkill_of_the_harness_leaves_nothing_after_the_next_start():
     while time.monotonic() < end and any(os.path.exists(f"/proc/{x}") for x in peers):
         time.sleep(0.1)
     assert not [x for x in peers if os.path.exists(f"/proc/{x}")]
-    b = A.AuditdBackend()                # the next start cleans up what the crash left
-    b.start()
-    try:
-        assert b.recovered
-    finally:
-        b.stop()
-    assert not A.our_rules(A.auditctl("-l", check=False))
-    assert _audit_state() == before and not os.path.exists(A.STATE_FILE)
+    with A.exclusive():
+        # (another toolkit process taking the lock first would have recovered it)
+        left = os.path.exists(A.STATE_FILE)
+        b = A.AuditdBackend()            # the next start cleans up what the crash left
+        b.start()
+        try:
+            assert b.recovered == left
+        finally:
+            b.stop()
+        assert not A.our_rules(A.auditctl("-l", check=False))
+        assert _audit_state() == before and not os.path.exists(A.STATE_FILE)
 
 
 def test_bench_with_the_native_peers(tmp_path, monkeypatch):
@@ -268,4 +279,46 @@ def test_bench_with_the_native_peers(tmp_path, monkeypatch):
         assert m["capture"] == {"fork": 1.0, "exec": 1.0, "exit": 1.0}, (n, m["missed"])
         assert m["exit_code_agreement"] == 1.0 and m["cpu_s_per_1k_events"] > 0
         assert m["rss_error_pct"]["median"] is None          # "-", not 0
-    assert not A.our_rules(A.auditctl("-l", check=False))
+    with A.exclusive():
+        assert not A.our_rules(A.auditctl("-l", check=False))
+
+
+def test_auditd_beside_a_running_auditd_reads_its_log(tmp_path, monkeypatch):
+    """An audit daemon already registered (as the system's auditd.service would be):
+    the backend adds only its rules, reads that daemon's log_file from its end, and
+    leaves the daemon running. The "system" daemon here is one of ours with its own
+    config, so that the test touches nothing under /etc or /var/log."""
+    needs("auditd")
+    (tmp_path / "plugins").mkdir()
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(A.private_conf(Path(A.SYSTEM_CONF).read_text(), str(tmp_path)))
+    conf.chmod(0o600)
+    monkeypatch.setattr(A, "SYSTEM_CONF", str(conf))
+    with A.exclusive():
+        before = _audit_state()
+        daemon = subprocess.Popen(["auditd", "-n", "-c", str(tmp_path)])
+        try:
+            end = time.monotonic() + 10
+            while A.status().get("pid") != daemon.pid and time.monotonic() < end:
+                time.sleep(0.1)
+            assert A.status().get("pid") == daemon.pid
+            b = A.AuditdBackend()
+            b.start()
+            try:
+                b.reset_stats()
+                kids = _children(5, execs=0)
+                got, end = [], time.monotonic() + 10
+                while time.monotonic() < end and sum(r.event == "exit" for r in got) < 5:
+                    got += [r for r in b.read(0.2) if r.tgid in kids]
+                st = b.stats()
+            finally:
+                b.stop()
+            assert st.extra["mode"] == "shared"
+            assert st.extra["log_file"] == str(tmp_path / "audit.log")
+            assert {r.pid: r.exit_code for r in got if r.event == "exit"} == kids
+            assert not A.our_rules(A.auditctl("-l", check=False)) and daemon.poll() is None
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            A.restore(before)
+        assert _audit_state() == before

@@ -108,3 +108,28 @@ def test_ctrl_c_restores_terminal(tmux):
     s = tmux.wait_for(lambda s: "rc=" in s, "the exit status after Ctrl-C")
     assert "Traceback" not in s
     prompt_works(tmux, "c")
+
+
+@pytest.mark.core
+def test_full_screen_on_the_core_engine(tmux):
+    """The dashboard over the CO-RE engine (natively: the lifecycle stream and the task
+    iterator): the title names the engine, a burst of forks shows in the counters, the
+    sort keys and q work."""
+    from toolkit.backends import engines
+    why = engines.core_blocker() or (None if os.geteuid() == 0 else "not root")
+    if why:
+        pytest.skip(f"the CO-RE engine cannot run here: {why}")
+    tmux.keys(f"{TOOLKIT} top --backend ebpf --engine core --interval 0.5; echo rc=$?",
+              "Enter")
+    slow = 6 if os.environ.get("TOOLKIT_IN_LAB") == "1" else 1     # TCG: start-up is slow
+    s = tmux.wait_for(lambda s: "toolkit top" in s and "cpu%" in s, "the dashboard",
+                      20 * slow)
+    assert "ebpf-core" in s
+    for _ in range(20):
+        subprocess.run(["/bin/true"], timeout=10)
+    tmux.wait_for(lambda s: "fork" in s and "exit" in s, "the lifecycle counters", 20 * slow)
+    tmux.keys("m")
+    tmux.wait_for(lambda s: "rssv" in table_header(s), "the rss sort", 20 * slow)
+    tmux.keys("q")
+    tmux.wait_for(lambda s: "rc=0" in s, "exit status 0 after q", 20 * slow)
+    prompt_works(tmux, "core")

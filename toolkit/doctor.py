@@ -61,14 +61,14 @@ def checks(mount: bool = True) -> list[Check]:
     out: list[Check] = []
     root = os.geteuid() == 0
     out.append(Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
-                     "run as root (sudo)", ("lkm", "ebpf", "cnproc", "taskstats", "acct",
-                                            *PEERS)))
+                     "run as root (sudo)", ("lkm", "ebpf:bcc", "ebpf:core", "cnproc",
+                                            "taskstats", "acct", *PEERS)))
     caps = cap_effective()
     have = [n for n, bit in CAPS.items() if caps >> bit & 1]
     lacking = [n for n in CAPS if n not in have]
     out.append(Check("capabilities", OK if not lacking else MISSING,
                      ", ".join(have) if not lacking else f"lacking {', '.join(lacking)}",
-                     "run as root outside a restricted container", ("lkm", "ebpf")))
+                     "run as root outside a restricted container", ("lkm", "ebpf:bcc", "ebpf:core")))
 
     # loadable modules
     modules = Path("/proc/modules").exists()
@@ -94,31 +94,32 @@ def checks(mount: bool = True) -> list[Check]:
               "cannot tell (kallsyms unreadable, no kernel config)")
     out.append(Check("kprobes", OK if kprobes else MISSING, detail,
                      "use a kernel with CONFIG_KPROBES=y, or --lab",
-                     ("lkm", "ebpf", "execsnoop")))
+                     ("lkm", "ebpf:bcc", "execsnoop")))
     hooks = [s for s in hook_syms if not syms[s]]
     if readable:
         out.append(Check("hook symbols", OK if not hooks else MISSING,
                          ", ".join(hook_syms) if not hooks else
-                         f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf")))
+                         f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf:bcc")))
 
     out.append(headers_check(rel))
 
     btf = Path("/sys/kernel/btf/vmlinux").exists()
-    out.append(Check("BTF", OK if btf else WARN, "/sys/kernel/btf/vmlinux" +
-                     ("" if btf else " missing (no fentry variant)"),
-                     "a kernel with CONFIG_DEBUG_INFO_BTF=y", ()))
+    out.append(Check("BTF", OK if btf else MISSING, "/sys/kernel/btf/vmlinux" +
+                     ("" if btf else " missing (no CO-RE engine, no fentry variant)"),
+                     "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --engine bcc",
+                     ("ebpf:core",)))
 
     err = mount_tracefs() if mount else None
     tdir = tracefs_dir()
     out.append(Check("tracefs", OK if tdir else MISSING,
                      str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
-                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf", "bpftrace")))
+                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf:bcc", "bpftrace")))
 
     bpf_stats = Path("/proc/sys/kernel/bpf_stats_enabled").exists()
     out.append(Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
                      "kernel.bpf_stats_enabled present" if bpf_stats else
                      "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
-                     "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf",)))
+                     "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf:bcc", "ebpf:core")))
 
     major, minor = sysinfo.kernel_version(rel)
     ringbuf = (major, minor) >= (5, 8)
@@ -130,7 +131,7 @@ def checks(mount: bool = True) -> list[Check]:
     out.append(Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
                      "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
                      "venv with system site packages (bin/setup does both)",
-                     ("ebpf", *BCC_PEERS)))
+                     ("ebpf:bcc", *BCC_PEERS)))
 
     lock = sysinfo.read_text("/sys/kernel/security/lockdown")
     mode = lock.split("[", 1)[1].split("]", 1)[0] if lock and "[" in lock else "none"
@@ -146,10 +147,64 @@ def checks(mount: bool = True) -> list[Check]:
                          "", ("lkm",)))
     if mode == "confidentiality":
         out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
-                         "--lab", ("ebpf",)))
+                         "--lab", ("ebpf:bcc", "ebpf:core")))
     out += interface_checks(cfg)
     out += peer_checks(cfg, btf)
     out.append(leftovers_check())
+    if btf and root:
+        out += core_checks()
+    return out
+
+
+def core_attach_kinds() -> dict[str, str]:
+    """Which attach kinds this kernel accepts, found by loading and attaching a trivial
+    program of each kind (ebpf/core/probe.bpf.o) alone: kind -> "ok" or the reason."""
+    from .backends import libbpf
+    from .backends.ebpf_core import BUILD_DIR
+    out = {}
+    for kind in ("kprobe", "fentry", "tp_btf", "raw_tp", "iter_task"):
+        try:
+            obj = libbpf.Object(str(BUILD_DIR / "probe.bpf.o"))
+        except libbpf.LibbpfError as e:
+            return {"all": str(e).splitlines()[0]}
+        try:
+            for prog in obj.programs():
+                prog.set_autoload(prog.name == f"probe_{kind}")
+            obj.load()
+            link = obj.program(f"probe_{kind}")
+            if kind != "iter_task":
+                link.attach().destroy()
+            out[kind] = "ok"
+        except libbpf.LibbpfError as e:
+            out[kind] = str(e).splitlines()[0]
+        finally:
+            obj.close()
+    return out
+
+
+def core_checks() -> list[Check]:
+    """The CO-RE engine's needs: libbpf, the built objects, and an attach kind that loads."""
+    from .backends import engines, libbpf
+    from .backends.ebpf_core import BUILD_HINT, LIFECYCLE_OBJ
+    out = []
+    try:
+        libbpf.lib()
+        out.append(Check("libbpf", OK, libbpf.LIBBPF, "", ("ebpf:core",)))
+    except libbpf.LibbpfError as e:
+        return [Check("libbpf", MISSING, str(e), "apt-get install libbpf1", ("ebpf:core",))]
+    built = LIFECYCLE_OBJ.exists()
+    out.append(Check("CO-RE objects", OK if built else MISSING,
+                     str(LIFECYCLE_OBJ.parent) + ("" if built else " not built"), BUILD_HINT,
+                     ("ebpf:core",)))
+    if not built:
+        return out
+    kinds = core_attach_kinds()
+    good = [k for k, v in kinds.items() if v == "ok"]
+    lifecycle = [k for k in good if k != "iter_task"]
+    detail = "; ".join(f"{k} {'ok' if v == 'ok' else 'refused: ' + v}" for k, v in kinds.items())
+    out.append(Check("attach kinds (CO-RE)", OK if lifecycle else MISSING, detail,
+                     "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs",
+                     ("ebpf:core",)))
     return out
 
 
@@ -219,7 +274,7 @@ def headers_check(rel: str) -> Check:
     """The running kernel's headers: the only ones of use natively (the module and BCC
     compile against the running release's; another release's headers are useless)."""
     build = Path("/lib/modules") / rel / "build"
-    needed = ("lkm", "ebpf", *BCC_PEERS)
+    needed = ("lkm", "ebpf:bcc", *BCC_PEERS)
     if (build / "Makefile").exists():
         return Check("kernel headers", OK, str(build), "", needed)
     pkg = f"linux-headers-{rel}"
@@ -268,9 +323,22 @@ def lab_check() -> Check:
                  lab.SETUP_HINT, ())
 
 
+# Backends with engines: their verdict is the best of their engines' (core never needs the
+# lab: it runs natively on any kernel with BTF, or not at all).
+ENGINE_SUBJECTS = {"ebpf": ("ebpf:bcc", "ebpf:core")}
+NATIVE_ONLY = ("ebpf:core",)
+
+
 def verdict(backend: str, items: list[Check], lab_ok: bool) -> tuple[str, list[str]]:
     """native / lab / unavailable, and the fixes for what is missing."""
+    if backend in ENGINE_SUBJECTS:
+        results = [verdict(s, items, lab_ok) for s in ENGINE_SUBJECTS[backend]]
+        order = ("native", "lab", "unavailable")
+        best = min(results, key=lambda r: order.index(r[0]))
+        return best[0], [] if best[0] == "native" else sum((f for _, f in results), [])
     missing = [c for c in items if backend in c.needed_by and c.status == MISSING]
+    if missing and backend in NATIVE_ONLY:
+        return "unavailable", [f"{c.name}: {c.fix}" for c in missing]
     if not missing:
         return "native", []
     fixes = [f"{c.name}: {c.fix}" for c in missing]

@@ -177,6 +177,14 @@ def drops_by_reason(stats) -> list[tuple[str, str, int]]:
     return out
 
 
+def labels_of(backend, labels: dict) -> dict:
+    """The series' labels: `engine` is the engine the backend runs (an --engine auto, or
+    none given, says which it picked), where the backend has engines."""
+    engine = getattr(backend, "engine", None) or labels.get("engine")
+    out = {"backend": labels["backend"], **({"engine": engine} if engine else {})}
+    return {**out, **{k: v for k, v in labels.items() if k not in out}}
+
+
 def build_info(labels: dict) -> dict:
     return {**labels, "version": __version__, "record_version": str(schema.RECORD_VERSION),
             "kernel": sysinfo.release()}

@@ -274,6 +274,10 @@ def _build(apt: Apt, release: str, stanzas, final: Path, t0: float, quiet: bool)
         root.rename(final)
     finally:
         shutil.rmtree(debs_dir, ignore_errors=True)
+        try:
+            debs_dir.parent.rmdir()     # downloads/, when no other fetch left files there
+        except OSError:
+            pass
     e = kcache.check(final, full=False)
     if not e.ok:
         raise LabError(f"the new entry {final} fails its check: {e.reason}")

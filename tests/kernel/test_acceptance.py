@@ -18,16 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
 
 from toolkit import schema  # noqa: E402
-from toolkit.backends.base import get_backend  # noqa: E402
 
-pytestmark = pytest.mark.kernel
-
-BACKENDS = ["lkm", "ebpf"]
+BACKENDS = workload.backend_params()   # lkm, ebpf (lab: kernel), ebpf-core (native too)
 UID = 4242
 N, THREADS, MEM_MIB = 5, 3, 32
 # backend options: a normal buffer, and the smallest one (to force drops)
-NORMAL_OPTS = {"lkm": {"ring_size": 16384}, "ebpf": {}}
-TINY_OPTS = {"lkm": {"ring_size": 16}, "ebpf": {"buffer_pages": 1}}
+NORMAL_OPTS = {"lkm": {"ring_size": 16384}, "ebpf": {}, "ebpf-core": {}}
+TINY_OPTS = {"lkm": {"ring_size": 16}, "ebpf": {"buffer_pages": 1},
+             "ebpf-core": {"buffer_pages": 1}}
 
 
 def capture(backend, **kw):
@@ -36,7 +34,7 @@ def capture(backend, **kw):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def captured(request):
-    b = get_backend(request.param, uid=UID, **NORMAL_OPTS[request.param])
+    b = workload.make_backend(request.param, uid=UID, **NORMAL_OPTS[request.param])
     b.start()
     try:
         ledger, records = capture(b, n=N, threads=THREADS, mem_mib=MEM_MIB)
@@ -147,7 +145,7 @@ def test_record_contract(captured):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_tiny_buffer_accounting(name):
-    b = get_backend(name, uid=UID, **TINY_OPTS[name])
+    b = workload.make_backend(name, uid=UID, **TINY_OPTS[name])
     b.start()
     try:
         b.drain(0.3)
@@ -167,7 +165,7 @@ def test_parent_filter_keeps_only_that_parents_children(name):
     and the tk_helper it starts are delivered, tk_helper's 20 children are filtered."""
     helper = workload.helper()
     me = os.getpid()
-    b = get_backend(name, **NORMAL_OPTS[name])
+    b = workload.make_backend(name, **NORMAL_OPTS[name])
     b.start()
     try:
         b.set_ppid_filter(me)

@@ -1,4 +1,5 @@
-"""`toolkit bench forkstorm` for real, in the lab: lkm and ebpf against the ledger.
+"""`toolkit bench forkstorm` for real, in the lab: lkm, ebpf and ebpf-core against the
+ledger.
 
 Sized for QEMU TCG (about 250 forks/s, 13 exec/s, ~25 s per BCC compile). Never skipped.
 """
@@ -23,11 +24,12 @@ def bench(name, *args):
 
 
 def test_lkm_and_ebpf_catch_every_child():
-    s, out = bench("small", "--backend", "lkm,ebpf,ps", "--ps-interval", "1", "--count", 80,
-                   "--exec-every", 8, "--repeat", 1, "--concurrency", 4)
+    s, out = bench("small", "--backend", "lkm,ebpf,ps", "--engine", "bcc,core",
+                   "--ps-interval", "1", "--count", 80, "--exec-every", 8, "--repeat", 1,
+                   "--concurrency", 4)
     assert s["environment"]["in_lab"]
-    assert s["truth"]["execs"] == 40                  # 4 storms: none, lkm, ebpf, ps@1s
-    for lb in ("lkm", "ebpf"):
+    assert s["truth"]["execs"] == 50    # 5 storms: none, lkm, ebpf, ebpf-core, ps@1s
+    for lb in ("lkm", "ebpf", "ebpf-core"):
         b = s["backends"][lb]
         assert b["truth"] == {"fork": 80, "exec": 10, "exit": 80}
         assert b["capture"] == {"fork": 1.0, "exec": 1.0, "exit": 1.0}, (lb, b)
@@ -52,10 +54,10 @@ def test_tiny_ring_drops_are_counted_and_explain_every_miss():
     # the module's smallest ring (16 records), one ring-buffer page (~39 records) for eBPF,
     # a reader that sleeps 2 s between reads, and the backends scoped to the storm's
     # children (a parent filter in the kernel), so every drop concerns the ledger
-    s, _ = bench("tiny", "--backend", "lkm,ebpf", "--ring-size", 16, "--buffer-pages", 1,
-                 "--read-interval", 2, "--count", 150, "--exec-every", 0,
-                 "--concurrency", 8, "--repeat", 1, "--scope", "children")
-    for lb in ("lkm", "ebpf"):
+    s, _ = bench("tiny", "--backend", "lkm,ebpf", "--engine", "bcc,core", "--ring-size", 16,
+                 "--buffer-pages", 1, "--read-interval", 2, "--count", 150,
+                 "--exec-every", 0, "--concurrency", 8, "--repeat", 1, "--scope", "children")
+    for lb in ("lkm", "ebpf", "ebpf-core"):
         b = s["backends"][lb]
         assert b["dropped"] > 0, (lb, b)
         assert b["never_seen"] == 0 and b["unmatched"] == {"fork": 0, "exec": 0, "exit": 0}

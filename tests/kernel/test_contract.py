@@ -21,10 +21,11 @@ UID = 4243
 EXACT = ("type", "pid", "tgid", "ppid", "uid", "comm", "start_ns", "exit_code", "flags")
 
 
-@pytest.fixture(scope="module")
-def both():
+@pytest.fixture(scope="module", params=["bcc", "core"])
+def both(request):
+    """The module and one eBPF engine (BCC, then CO-RE), both on the kprobe hooks."""
     lkm = get_backend("lkm", uid=UID)
-    ebpf = get_backend("ebpf", uid=UID, probe="kprobe")
+    ebpf = get_backend("ebpf", engine=request.param, uid=UID, probe="kprobe")
     lkm.start()
     try:
         ebpf.start()

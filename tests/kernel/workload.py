@@ -174,6 +174,30 @@ def run_as(uid: int, timeout: float = 600, **kw) -> dict:
     return finish(start_as(uid, **kw), timeout)
 
 
+# The backends the one kernel suite runs against: the module and BCC in the lab only
+# (marked kernel), the CO-RE engine natively as well wherever it can (marked core: the
+# native unit-test pass runs it on this host, the lab pass on each lab kernel).
+IN_LAB = os.environ.get("TOOLKIT_IN_LAB") == "1"
+BACKEND_IDS = ("lkm", "ebpf", "ebpf-core")
+BACKEND_ARGS = {"lkm": ("lkm", {}), "ebpf": ("ebpf", {"engine": "bcc"}),
+                "ebpf-core": ("ebpf", {"engine": "core"})}
+
+
+def backend_params(ids=BACKEND_IDS):
+    """pytest params for `ids`, each marked where it runs (kernel: the lab; core: the
+    native pass and the lab)."""
+    import pytest
+    return [pytest.param(i, id=i, marks=pytest.mark.core if i == "ebpf-core"
+                         else pytest.mark.kernel) for i in ids]
+
+
+def make_backend(ident: str, **opts):
+    """A backend by suite id: lkm, ebpf (the BCC engine) or ebpf-core."""
+    from toolkit.backends.base import get_backend
+    name, base_opts = BACKEND_ARGS[ident]
+    return get_backend(name, **base_opts, **opts)
+
+
 def capture(backend, uid: int, read_while_running: bool = True, **kw):
     """Run the workload as `uid` while reading `backend`; return (ledger, records of uid)."""
     backend.drain(0.3)

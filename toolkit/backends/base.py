@@ -176,6 +176,11 @@ class Backend(abc.ABC):
     def stats(self) -> Stats:
         ...
 
+    def describe(self, short: bool = False) -> str:
+        """What is collecting, for people: the name, plus engine and hook where a backend
+        has them (short: one word for a title bar)."""
+        return self.name
+
     def set_uid_filter(self, uid: int | None) -> None:
         self.uid_filter = uid
 
@@ -252,20 +257,41 @@ PEER_BACKENDS = ("auditd", "bpftrace", "forkstat", "execsnoop", "exitsnoop")
 KERNEL_BACKENDS = ("lkm", "ebpf", "cnproc", "taskstats", "acct", *PEER_BACKENDS)  # doctor decides
 
 
-def get_backend(name: str, **options) -> Backend:
-    try:
-        target = REGISTRY[name]
-    except KeyError:
+# Backends with more than one engine (engines.py): name -> engine -> "module:Class"
+ENGINE_BACKENDS = ("ebpf",)
+
+
+def _target(name: str, options: dict) -> tuple[str, str, str]:
+    """("module:Class", engine, reason) for backend `name`; pops options["engine"]."""
+    engine = options.pop("engine", None)
+    if name not in REGISTRY:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}")
+    if name not in ENGINE_BACKENDS:
+        if engine not in (None, "auto"):
+            raise BackendError(f"--engine applies to --backend {', '.join(ENGINE_BACKENDS)} "
+                               f"only, not {name}")
+        return REGISTRY[name], "", ""
+    from . import engines
+    engine, reason = engines.resolve(engine)
+    return engines.TARGETS[engine], engine, reason
+
+
+def get_backend(name: str, **options) -> Backend:
+    """The backend `name` with its options; `engine` (bcc|core|auto) picks the eBPF
+    engine, and the instance's engine_reason says why."""
+    target, engine, reason = _target(name, options)
     module, cls = target.split(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         raise BackendError(f"the {name} backend cannot be loaded: {e}", LAB_HINT) from None
     try:
-        return getattr(mod, cls)(**options)
+        b = getattr(mod, cls)(**options)
     except TypeError as e:  # an option this backend does not take
         raise BackendError(f"{name} backend: {e}") from None
+    if engine:
+        b.engine_reason = reason
+    return b
 
 
 def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
@@ -275,8 +301,14 @@ def event_counters(untyped: bool = False) -> dict[str, EventCounters]:
     return out
 
 
-def backend_class(name: str):
-    module, cls = REGISTRY[name].split(":")
+def backend_class(name: str, engine: str | None = None):
+    """The class behind backend `name`; for a backend with engines, that engine's, or
+    without one the first engine's (BCC: the one with every capability so far), so that
+    what a name can do does not depend on the host asking."""
+    if name in ENGINE_BACKENDS and engine in (None, "auto"):
+        from .engines import ENGINES
+        engine = ENGINES[0]
+    module, cls = _target(name, {"engine": engine})[0].split(":")
     return getattr(importlib.import_module(module), cls)
 
 

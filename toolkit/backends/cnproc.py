@@ -49,6 +49,7 @@ EXIT_DATA = struct.Struct("=IIIIII")         # pid, tgid, exit_code, exit_signal
 PROC_EVENT_NONE, PROC_EVENT_FORK, PROC_EVENT_EXEC = 0, 0x1, 0x2
 PROC_EVENT_EXIT = 0x80000000
 TYPED = {"fork": PROC_EVENT_FORK, "exec": PROC_EVENT_EXEC, "exit": PROC_EVENT_EXIT}
+DRAIN_ORDER = ("exit", "exec", "fork", UNTYPED)     # see CnprocBackend._drain
 OTHER_EVENTS = {0x4: "uid", 0x40: "gid", 0x80: "sid", 0x100: "ptrace", 0x200: "comm",
                 0x40000000: "coredump"}
 
@@ -181,10 +182,10 @@ class CnprocBackend(Backend):
     def read(self, timeout: float) -> list:
         if not self.socks:
             raise BackendError("cnproc backend not started")
-        out = []
+        recs = []
         t0 = time.perf_counter_ns()
         ready, _, _ = select.select(list(self.socks.values()), [], [], max(0.0, timeout))
-        batch = [d for s in ready for d in s.recv_ready()]
+        batch = self._drain() if ready else []
         t1 = time.perf_counter_ns()
         for dgram in batch:
             for _t, _f, _s, _p, payload in split_messages(dgram):
@@ -203,12 +204,25 @@ class CnprocBackend(Backend):
                         OTHER_EVENTS.get(what, hex(what))
                     self._other[name] = self._other.get(name, 0) + 1
                     continue
-                if self._deliver(rec):
-                    out.append(rec)
+                recs.append(rec)
         if len(self.socks) > 1:
-            out.sort(key=lambda r: r.ts_ns)
+            recs.sort(key=lambda r: r.ts_ns)
+        out = [r for r in recs if self._deliver(r)]     # in event order: forks first
         self._parse_ns += time.perf_counter_ns() - t1
         self._recv_ns += t1 - t0
+        return out
+
+    def _drain(self) -> list[bytes]:
+        """Every socket's queued datagrams, effects before causes: exits, execs, then
+        forks (drained to the end). A child's fork is queued before its exit, so an exit
+        read here has its fork in this batch or an earlier one, and the parent filter,
+        which follows children from their fork, never misses a child's exec or exit
+        (draining forks first lost the exits of children forked during the drain)."""
+        out = []
+        for key in DRAIN_ORDER:
+            s = self.socks.get(key)
+            if s is not None:
+                out.extend(s.recv_ready(limit=1 << 30 if key == "fork" else 4096))
         return out
 
     def _deliver(self, rec) -> bool:

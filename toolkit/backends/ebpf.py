@@ -157,6 +157,108 @@ def ring_capacity(transport: str, pages: int, ncpus: int, page_size: int = 4096)
     return pages * page_size // per * ncpus
 
 
+WAKEUPS = ("batch", "record")
+DEFAULT_WAKEUP = "batch"
+WAKEUP_EVERY_MAX = 64       # records per CPU between forced wakeups (batched policy)
+
+
+def wakeup_every(policy: str, capacity: int, ncpus: int) -> int:
+    """TK_CONFIG_WAKEUP for a policy: 0 (wake the reader at each record, the kernel's
+    default) or N, a forced wakeup every N records of a CPU (BPF_RB_NO_WAKEUP otherwise),
+    small enough that the ring never fills between two wakeups."""
+    if policy == "record":
+        return 0
+    return max(1, min(WAKEUP_EVERY_MAX, capacity // (4 * max(1, ncpus))))
+
+
+def check_wakeup(wakeup: str | None, what: str) -> str:
+    wakeup = wakeup or DEFAULT_WAKEUP
+    if wakeup not in WAKEUPS:
+        raise base.BackendError(f"{what}: wakeup must be one of {', '.join(WAKEUPS)}, "
+                                f"not {wakeup!r}")
+    return wakeup
+
+
+class BpfStatsSwitch:
+    """kernel.bpf_stats_enabled on while a backend runs (per-program run time and count in
+    fdinfo), restored to what it was on stop."""
+
+    def __init__(self):
+        self.prev: str | None = None
+
+    def enable(self) -> None:
+        try:
+            self.prev = STATS_SYSCTL.read_text().strip()
+            if self.prev != "1":
+                STATS_SYSCTL.write_text("1\n")
+        except OSError:
+            self.prev = None
+
+    def restore(self) -> None:
+        if self.prev is not None and self.prev != "1":
+            with contextlib.suppress(OSError):
+                STATS_SYSCTL.write_text(self.prev + "\n")
+        self.prev = None
+
+
+def decode(raw: list[bytes]) -> tuple[list, int]:
+    """Records from the ring's byte strings, and how many were too short to be one (a
+    reader loss: counted as read_lost, never silently skipped)."""
+    out = [schema.unpack(b) for b in raw if len(b) >= schema.RECORD_SIZE]
+    return out, len(raw) - len(out)
+
+
+def check_uid(uid: int | None) -> int | None:
+    if uid is not None and not (0 <= int(uid) < 2**32 - 1):
+        raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
+    return None if uid is None else int(uid)
+
+
+def check_ppid(ppid: int | None) -> int | None:
+    if ppid is not None and not 0 < int(ppid) < 2**32:
+        raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
+    return None if ppid is None else int(ppid)
+
+
+def stats_enabled() -> bool:
+    return STATS_SYSCTL.exists() and STATS_SYSCTL.read_text().strip() == "1"
+
+
+def prog_stats(prog_fds: dict[str, int]) -> dict[str, dict[str, int]]:
+    """fdinfo of each program fd (run_time_ns, run_cnt, recursion_misses, prog_id)."""
+    out = {}
+    for name, fd in prog_fds.items():
+        try:
+            out[name] = parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
+        except OSError:
+            out[name] = {}
+    return out
+
+
+def events_from_counters(raw: dict[int, int], base_raw: dict[int, int]) -> dict:
+    """Per event type EventCounters from the tk_counters values, minus a baseline."""
+    events = base.event_counters()
+    for value, name in schema.EVENT_NAMES.items():
+        c = events[name]
+        for kind in schema.COUNTER_KINDS:
+            k = schema.counter_key(value, kind)
+            setattr(c, kind, raw.get(k, 0) - base_raw.get(k, 0))
+    return events
+
+
+def hook_stats(progs: dict, base_progs: dict) -> list:
+    """HookStats per program from fdinfo deltas. kprobe nmissed is not in fdinfo;
+    recursion_misses (>= 5.12) counts runs the kernel skipped."""
+    out = []
+    for name, info in progs.items():
+        b0 = base_progs.get(name, {})
+        out.append(base.HookStats(
+            name=name, count=info.get("run_cnt", 0) - b0.get("run_cnt", 0),
+            total_ns=info.get("run_time_ns", 0) - b0.get("run_time_ns", 0),
+            missed=info.get("recursion_misses", 0) - b0.get("recursion_misses", 0)))
+    return out
+
+
 @contextlib.contextmanager
 def capture_stderr():
     """Collect what C code (clang, libbpf, the verifier log BCC prints) writes to fd 2.
@@ -238,25 +340,40 @@ _MODULES: dict[tuple, _Module] = {}
 
 class EbpfBackend(base.Backend):
     name = "ebpf"
+    engine = "bcc"
+    engine_reason = ""      # why this engine (set by get_backend for engine=auto)
+    probes = PROBES
+    default_probe = "kprobe"
+    warmup_note = "BCC compile: ~25 s under TCG"
     snapshot_needs_start = False    # procs.c, compiled on its own (procs_module())
     layout_reader = "toolkit.backends.ebpf_vm:read_layout"  # ebpf/vm.c's iterators
     probes = PROBES
     quotas_impl = "toolkit.backends.ebpf_quota:EbpfQuotas"  # ebpf/quota.c
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
-                 transport: str | None = None, buffer_pages: int | None = None, **options):
+                 transport: str | None = None, buffer_pages: int | None = None,
+                 wakeup: str | None = None, **options):
         super().__init__(uid=uid, probe=probe, transport=transport,
-                         buffer_pages=buffer_pages, **options)
+                         buffer_pages=buffer_pages, wakeup=wakeup, **options)
         self.opts = resolve_options(probe, transport, buffer_pages, **options)
+        # the ring buffer's wakeup policy; the perf buffer wakes per record
+        self.wakeup = check_wakeup(wakeup, "ebpf backend")
         self._mod: _Module | None = None
         self._attached: list[tuple[str, str, str]] = []
         self._prog_fds: dict[str, int] = {}
-        self._stats_prev: str | None = None
+        self._bpf_stats = BpfStatsSwitch()
         self._base_counters: dict[int, int] = {}
         self._base_progs: dict[str, dict[str, int]] = {}
         self._base_perf_lost = 0
         self._read_lost = 0
         self._started = False
+
+    def describe(self, short: bool = False) -> str:
+        probe = "" if self.opts.probe == "kprobe" else f"+{self.opts.probe}"
+        if short:
+            return f"ebpf{probe}"
+        why = f": {self.engine_reason}" if self.engine_reason else ""
+        return f"ebpf (engine bcc{why}; probe {self.opts.probe})"
 
     # ---- start / stop ------------------------------------------------
 
@@ -365,7 +482,7 @@ class EbpfBackend(base.Backend):
         self._mod = mod
         try:
             self._open_transport(mod)
-            self._enable_bpf_stats()
+            self._bpf_stats.enable()
             self._apply_filters()
             self._attach(mod)
             self._discard_stale()
@@ -383,7 +500,7 @@ class EbpfBackend(base.Backend):
                 self._discard_stale()
             self._mod.in_use = False
             self._mod = None
-        self._restore_bpf_stats()
+        self._bpf_stats.restore()
         self._prog_fds.clear()
         self._started = False
 
@@ -391,30 +508,11 @@ class EbpfBackend(base.Backend):
         self._poll(0)
         self._mod.sink.clear()
 
-    # ---- bpf_stats ------------------------------------------------------
-
-    def _enable_bpf_stats(self):
-        try:
-            self._stats_prev = STATS_SYSCTL.read_text().strip()
-            if self._stats_prev != "1":
-                STATS_SYSCTL.write_text("1\n")
-        except OSError:
-            self._stats_prev = None
-
-    def _restore_bpf_stats(self):
-        if self._stats_prev is not None and self._stats_prev != "1":
-            with contextlib.suppress(OSError):
-                STATS_SYSCTL.write_text(self._stats_prev + "\n")
-        self._stats_prev = None
-
-    def _prog_stats(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for name, fd in self._prog_fds.items():
-            try:
-                out[name] = parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
-            except OSError:
-                out[name] = {}
-        return out
+    def _wakeup_every(self) -> int:
+        if self.opts.transport != "ringbuf":
+            return 0
+        cap = ring_capacity("ringbuf", self.opts.buffer_pages, os.cpu_count() or 1)
+        return wakeup_every(self.wakeup, cap, os.cpu_count() or 1)
 
     # ---- records --------------------------------------------------------
 
@@ -422,6 +520,8 @@ class EbpfBackend(base.Backend):
         ms = max(0, int(timeout * 1000))
         if self._mod.transport == "ringbuf":
             self._mod.bpf.ring_buffer_poll(ms)
+            # batched wakeups: what came without one is read on this timer
+            self._mod.bpf.ring_buffer_consume()
         else:
             self._mod.bpf.perf_buffer_poll(ms)
 
@@ -430,12 +530,8 @@ class EbpfBackend(base.Backend):
             raise base.BackendError("ebpf backend: read() before start()")
         self._poll(timeout)
         raw, self._mod.sink[:] = list(self._mod.sink), []
-        out = []
-        for buf in raw:
-            if len(buf) < schema.RECORD_SIZE:
-                self._read_lost += 1
-                continue
-            out.append(schema.unpack(buf))
+        out, short = decode(raw)
+        self._read_lost += short
         return out
 
     # ---- uid and parent filters ------------------------------------------
@@ -445,18 +541,15 @@ class EbpfBackend(base.Backend):
         for slot, ident in (("uid", self.uid_filter), ("ppid", self.ppid_filter)):
             table[ct.c_int(schema.CONFIG_SLOTS[slot])] = ct.c_ulonglong(
                 schema.filter_encode(ident))
+        table[ct.c_int(schema.CONFIG_SLOTS["wakeup"])] = ct.c_ulonglong(self._wakeup_every())
 
     def set_ppid_filter(self, ppid: int | None) -> None:
-        if ppid is not None and not 0 < int(ppid) < 2**32:
-            raise base.BackendError(f"ebpf backend: ppid must be a positive pid, not {ppid}")
-        self.ppid_filter = None if ppid is None else int(ppid)
+        self.ppid_filter = check_ppid(ppid)
         if self._mod:
             self._apply_filters()
 
     def set_uid_filter(self, uid: int | None) -> None:
-        if uid is not None and not (0 <= int(uid) < 2**32 - 1):
-            raise base.BackendError(f"ebpf backend: uid must be in 0..2^32-2, not {uid}")
-        super().set_uid_filter(None if uid is None else int(uid))
+        super().set_uid_filter(check_uid(uid))
         if self._mod:
             self._apply_filters()
 
@@ -471,30 +564,16 @@ class EbpfBackend(base.Backend):
         if not self._mod:
             return
         self._base_counters = self._raw_counters()
-        self._base_progs = self._prog_stats()
+        self._base_progs = prog_stats(self._prog_fds)
         self._base_perf_lost = self._mod.perf_lost
         self._read_lost = 0
 
     def stats(self) -> base.Stats:
         if not self._mod:
             raise base.BackendError("ebpf backend: stats() before start()")
-        raw = self._raw_counters()
-        events = base.event_counters()
-        for value, name in schema.EVENT_NAMES.items():
-            c = events[name]
-            for kind in schema.COUNTER_KINDS:
-                k = schema.counter_key(value, kind)
-                setattr(c, kind, raw.get(k, 0) - self._base_counters.get(k, 0))
-        hooks, progs = [], self._prog_stats()
-        for name, info in progs.items():
-            b0 = self._base_progs.get(name, {})
-            hooks.append(base.HookStats(
-                name=name,
-                count=info.get("run_cnt", 0) - b0.get("run_cnt", 0),
-                total_ns=info.get("run_time_ns", 0) - b0.get("run_time_ns", 0),
-                # kprobe nmissed is not exposed for BCC's perf-PMU kprobes on 6.1;
-                # recursion_misses (fdinfo, >= 5.12) counts runs the kernel skipped
-                missed=info.get("recursion_misses", 0) - b0.get("recursion_misses", 0)))
+        progs = prog_stats(self._prog_fds)
+        events = events_from_counters(self._raw_counters(), self._base_counters)
+        hooks = hook_stats(progs, self._base_progs)
         ncpus = os.cpu_count() or 1
         return base.Stats(
             backend=self.name, events=events, hooks=hooks,
@@ -502,12 +581,14 @@ class EbpfBackend(base.Backend):
             ring_fill=0,
             lost_in_transport=self._mod.perf_lost - self._base_perf_lost,
             read_lost=self._read_lost,
-            extra={"probe": self.opts.probe, "transport": self.opts.transport,
+            extra={"engine": self.engine, "engine_reason": self.engine_reason,
+                   "probe": self.opts.probe, "transport": self.opts.transport,
+                   "wakeup": self.wakeup if self.opts.transport == "ringbuf" else "record",
+                   "wakeup_every": self._wakeup_every(),
                    "uid_filter": self.uid_filter, "ppid_filter": self.ppid_filter,
                    "buffer_pages": self.opts.buffer_pages,
                    "compile_s": round(self._mod.compile_s, 2),
-                   "bpf_stats_enabled": STATS_SYSCTL.exists()
-                   and STATS_SYSCTL.read_text().strip() == "1",
+                   "bpf_stats_enabled": stats_enabled(),
                    "prog_ids": {n: i.get("prog_id") for n, i in progs.items()},
                    "ring_fill": "not available from BCC (0 reported)"})
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
-from ..backends.base import NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
+from ..backends.base import ENGINE_BACKENDS, NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
 from . import SCHEMA_VERSION, metrics
 from .cpulimit import CpuLimit
@@ -47,7 +47,7 @@ class BackendSpec:
 
     @property
     def poll(self) -> bool:
-        return self.name == "ps"
+        return self._attr("polling", False)       # Backend.polling: ps
 
     @property
     def provides(self) -> list[str]:
@@ -57,7 +57,8 @@ class BackendSpec:
     def _attr(self, attr: str, default):
         from ..backends.base import backend_class
         try:
-            return getattr(backend_class(self.name), attr)
+            return getattr(backend_class(self.name, self.options.get("engine")), attr,
+                           default)
         except ImportError:
             return default
 
@@ -75,19 +76,43 @@ def fmt_interval(s: float) -> str:
     return f"ps@{s:g}s"
 
 
+def engine_specs(name: str, engines: list[str], probes: list[str] | None,
+                 buffer_pages: int | None, transport: str | None,
+                 wakeup: str | None) -> list[BackendSpec]:
+    """One column per (engine, probe): ebpf, ebpf:tracepoint (BCC), ebpf-core,
+    ebpf-core:tp_btf (CO-RE). A probe another engine has is skipped for this one; the
+    engine's default hook is named by the label alone."""
+    from ..backends import engines as E
+    from ..backends.base import backend_class
+    specs = []
+    for engine in engines:
+        cls = backend_class(name, engine)
+        mine = [p for p in probes or [None] if p is None or p in cls.probes]
+        if not mine:
+            raise BenchError(f"--probe {','.join(probes)}: none is a hook of the {engine} "
+                             f"engine ({', '.join(cls.probes)})")
+        for probe in mine:
+            opts = {k: v for k, v in (("engine", engine), ("probe", probe),
+                                      ("buffer_pages", buffer_pages), ("wakeup", wakeup),
+                                      ("transport", transport if engine == "bcc" else None))
+                    if v}
+            tag = "" if probe in (None, cls.default_probe) else f":{probe}"
+            specs.append(BackendSpec(E.label(engine) + tag, name, opts))
+    return specs
+
+
 def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list[float],
                ring_size: int | None = None, buffer_pages: int | None = None,
-               transport: str | None = None, rcvbuf: int | None = None) -> list[BackendSpec]:
+               transport: str | None = None, rcvbuf: int | None = None,
+               engines: list[str] | None = None, wakeup: str | None = None
+               ) -> list[BackendSpec]:
     specs = []
     for b in backends:
         if b == "lkm":
             specs.append(BackendSpec("lkm", "lkm", {"ring_size": ring_size} if ring_size else {}))
-        elif b == "ebpf":
-            for probe in probes or [None]:
-                opts = {k: v for k, v in (("probe", probe), ("buffer_pages", buffer_pages),
-                                          ("transport", transport)) if v}
-                label = "ebpf" if probe in (None, "kprobe") else f"ebpf:{probe}"
-                specs.append(BackendSpec(label, "ebpf", opts))
+        elif b in ENGINE_BACKENDS:
+            specs += engine_specs(b, engines or ["bcc"], probes, buffer_pages, transport,
+                                  wakeup)
         elif b in NATIVE_INTERFACE_BACKENDS:
             opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
             specs.append(BackendSpec(b, b, opts))
@@ -158,13 +183,14 @@ class Harness:
         for spec in self.specs:
             if spec.poll:
                 continue
-            self.log(f"{spec.label}: attaching once to build/compile"
-                     + (" (BCC compile: ~25 s under TCG)" if spec.name == "ebpf" else ""))
-            t0 = time.monotonic()
             b = self._backend(spec)
+            note = getattr(b, "warmup_note", "")
+            self.log(f"{spec.label}: attaching once to build/compile"
+                     + (f" ({note})" if note else ""))
+            t0 = time.monotonic()
             b.start()
             b.stop()
-            self.log(f"{spec.label}: ready in {time.monotonic() - t0:.1f} s")
+            self.log(f"{spec.label}: {b.describe()} ready in {time.monotonic() - t0:.1f} s")
 
     # ---------------------------------------------------------------- one storm
     def storm_once(self, spec: BackendSpec | None, lifetime_ms: int, rnd: int,
@@ -435,6 +461,9 @@ class Harness:
                      dropped=(r.stats or {}).get("dropped", 0), period_s=r.period_s,
                      scan_s=r.scan_s if r.wall_s else None, throttled=r.throttled,
                      ps_wall_s=r.wall_s if r.wall_s else None)
+            # the backend's own scalar counters (a peer's loss reports, its socket's drops)
+            e["backend_extra"] = {k: v for k, v in ((r.stats or {}).get("extra") or {}).items()
+                                  if isinstance(v, (int, float, str, bool)) and k != "argv"}
         return e
 
     # ---------------------------------------------------------------- files

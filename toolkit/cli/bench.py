@@ -11,9 +11,14 @@ from pathlib import Path
 import click
 
 from ..errors import ToolkitError
-from .common import BACKENDS, needs_lab, parse_backends, parse_list, probe_variants, rerun_in_lab
+from .common import (BACKENDS, engine_choices, needs_lab, parse_backends, parse_list,
+                     probe_variants, rerun_in_lab)
 
 DEFAULT_BACKENDS = "lkm,ebpf,cnproc,taskstats,acct,ps"
+# Storm sizes by where the bench runs: natively a storm lasts seconds at the host's full
+# rate, so tens of thousands of children give a tight overhead CI; under TCG (~250 forks/s)
+# 300 children already take a second or more.
+DEFAULTS = {"native": {"count": 20000, "repeat": 5}, "lab": {"count": 300, "repeat": 3}}
 
 
 @click.group()
@@ -24,14 +29,20 @@ def bench():
 @bench.command()
 @click.option("--backend", "backends", default=DEFAULT_BACKENDS, show_default=True,
               help=f"Comma-separated backends under test ({', '.join(BACKENDS)}).")
-@click.option("--probe", default="kprobe", show_default=True,
-              help="eBPF hook variant(s), comma-separated: kprobe, tracepoint, fentry; "
-                   "each is its own column.")
+@click.option("--probe", default=None,
+              help="eBPF hook variant(s), comma-separated, each its own column: bcc: kprobe, "
+                   "tracepoint, fentry; core: kprobe, fentry, tp_btf, raw_tp (default: "
+                   "kprobe for bcc, the first that attaches for core).")
+@click.option("--engine", default="auto", show_default=True,
+              help="eBPF engine(s), comma-separated, each its own column (ebpf, ebpf-core): "
+                   "bcc, core; auto: every engine that runs where the bench runs.")
+@click.option("--wakeup", type=click.Choice(["batch", "record"]), default=None,
+              help="eBPF ring buffer reader wakeup policy (default batch).")
 @click.option("--ps-interval", default="0.1,1", show_default=True,
               help="ps polling interval(s) in seconds, comma-separated; each is a column "
                    "(ps@0.1s, ps@1s).")
-@click.option("--count", type=click.IntRange(1), default=300, show_default=True,
-              help="Children per storm.")
+@click.option("--count", type=click.IntRange(1), default=None,
+              help="Children per storm (default 20000 natively, 300 in the lab).")
 @click.option("--rate", default="0", show_default=True,
               help="Forks per second (0: as fast as possible); a comma list of rates > 0 "
                    "sweeps (500,2000,8000) and draws capture-vs-rate.png.")
@@ -51,8 +62,9 @@ def bench():
               help="Threads each child starts (and joins) before exiting.")
 @click.option("--alloc-mib", type=click.IntRange(0, 4096), default=2, show_default=True,
               help="MiB each child allocates and touches (so RSS at exit means something).")
-@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
-              help="Interleaved rounds (none, each backend) for the overhead CI.")
+@click.option("--repeat", type=click.IntRange(1), default=None,
+              help="Interleaved rounds (none, each backend) for the overhead CI (default 5 "
+                   "natively, 3 in the lab).")
 @click.option("--ring-size", type=click.IntRange(1), default=None,
               help="lkm ring size in records (small: provoke and count drops).")
 @click.option("--buffer-pages", type=click.IntRange(1), default=None,
@@ -81,68 +93,166 @@ def bench():
 @click.option("--kernel", default=None,
               help="Run in the lab on this kernel: a release prefix (6.1, 6.12) or a vmlinuz "
                    "path (implies --lab; `toolkit lab info` lists them).")
-def forkstorm(backends, probe, ps_interval, count, rate, collector_cpu, concurrency, lifetime,
-              exec_all, exec_every, threads, alloc_mib, repeat, ring_size, buffer_pages,
-              rcvbuf, transport, read_interval, scope, out, where, kernel):
+def forkstorm(backends, probe, engine, wakeup, ps_interval, count, rate, collector_cpu,
+              concurrency, lifetime, exec_all, exec_every, threads, alloc_mib, repeat,
+              ring_size, buffer_pages, rcvbuf, transport, read_interval, scope, out, where,
+              kernel):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
-    records are matched to the ledger by (pid, start time). Prints progress on stderr,
-    then the table; writes ledger.csv, events-<backend>.csv, summary.json, report.md
-    (and capture-vs-lifetime.png for a --lifetime sweep) to the run directory.
+    records are matched to the ledger by (pid, start time). Where some backends run on
+    this kernel and others only in the lab VM, the bench runs in two parts: natively with
+    the first, then in the lab with the rest (and every eBPF engine), each with its own
+    table and run directory. Prints progress on stderr, then the table; writes ledger.csv,
+    events-<backend>.csv, summary.json, report.md (and capture-vs-lifetime.png for a
+    --lifetime sweep) to the run directory.
     """
     from .. import lab as L
-    from .. import paths
     names = parse_backends(backends)
-    probes = parse_list(probe, "--probe", allowed=probe_variants())
-    intervals = parse_list(ps_interval, "--ps-interval", convert=float,
-                           check=lambda v: v > 0, must="> 0")
-    lifetimes = parse_list(lifetime, "--lifetime", convert=int,
-                           check=lambda v: v >= 0, must=">= 0")
-    rates = parse_list(rate, "--rate", convert=float, check=lambda v: v >= 0, must=">= 0")
-    if len(rates) > 1 and 0 in rates:
-        raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
-                                 "give rates > 0", param_hint="--rate")
+    engines = parse_list(engine, "--engine", allowed=engine_choices())
+    probes = parse_list(probe, "--probe", allowed=probe_variants()) if probe else None
+    if buffer_pages and buffer_pages & (buffer_pages - 1):
+        raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
     if collector_cpu is not None and not 0 < collector_cpu <= 100:
         raise click.BadParameter(f"{collector_cpu:g}: must be a share of one CPU in percent, "
                                  "> 0 and <= 100", param_hint="--collector-cpu")
-    if buffer_pages and buffer_pages & (buffer_pages - 1):
-        raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
-    out_dir_guess = None
-    if out and ("/" in out):
-        out_dir_guess = os.path.abspath(out)
-    if not L.in_lab():
-        if kernel and where is False:
-            raise ToolkitError("--kernel picks a lab kernel: it cannot go with --native")
-        if kernel:
-            L.find_kernel(kernel)  # a clear error now, before anything starts
-        reason = f"--kernel {kernel}" if kernel else "--lab given" if where is True else None
-        if where is None and not kernel:
-            reason = needs_lab(names)
-        if reason:
-            if out_dir_guess and not out_dir_guess.startswith(str(paths.RESULTS_DIR) + "/"):
-                raise ToolkitError(f"--out {out}: in the lab only results/ is shared with "
-                                   "this machine", "give --out a name (a directory under "
-                                   "results/) or a path inside results/")
-            rerun_in_lab(f" ({reason})", kernel=kernel)
+    args = dict(names=names, engines=engines, probes=probes, wakeup=wakeup,
+                ps_interval=ps_interval, count=count, rate=rate, collector_cpu=collector_cpu,
+                concurrency=concurrency, lifetime=lifetime, exec_all=exec_all,
+                exec_every=exec_every, threads=threads, alloc_mib=alloc_mib, repeat=repeat,
+                ring_size=ring_size, buffer_pages=buffer_pages, rcvbuf=rcvbuf,
+                transport=transport, read_interval=read_interval, scope=scope, out=out)
+    if L.in_lab():
+        return _run_part(args, "lab")
+    if kernel and where is False:
+        raise ToolkitError("--kernel picks a lab kernel: it cannot go with --native")
+    if kernel:
+        L.find_kernel(kernel)  # a clear error now, before anything starts
+    if kernel or where is True:
+        _check_out(out)
+        rerun_in_lab(f" ({'--kernel ' + kernel if kernel else '--lab given'})", kernel=kernel)
+    native, lab = split_parts(names, engines)
+    if where is False and native and lab:     # --native: part 1 alone
+        left = [b for b in lab["names"] if b not in native["names"]]
+        click.echo(f"bench: --native: natively {', '.join(native['names'])}"
+                   + (f"; left out (lab only): {', '.join(left)}" if left else ""), err=True)
+        return _run_part({**args, **native}, "native")
+    if where is False or not lab:
+        return _run_part(args, "native")
+    _check_out(out)
+    reason = needs_lab(lab["names"], engines=lab["engines"])
+    if native:
+        click.echo(f"bench: part 1 of 2, natively: {', '.join(native['names'])}"
+                   f" (engines {','.join(native['engines']) or '-'}); part 2 in the lab: "
+                   f"{', '.join(lab['names'])} ({reason})", err=True)
+        _run_part({**args, **native, "out": _part_out(out, "native")}, "native")
+    status = _lab_part(lab, out if not native else _part_out(out, "lab"), reason)
+    sys.exit(status)
+
+
+def split_parts(names: list[str], engines: list[str]) -> tuple[dict | None, dict | None]:
+    """The backends (and eBPF engines) that run on this kernel, and those that need the
+    lab. With --engine auto, eBPF runs natively on the engines that can, and goes to the
+    lab only beside a backend that needs it there (the lab part then takes every engine,
+    so that lkm, ebpf and ebpf-core stand in one lab table); named engines that cannot
+    run here send eBPF to the lab."""
+    from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
+    auto = "auto" in engines
+    want = list(E.ENGINES) if auto else engines
+    native_engines = [e for e in want if _engine_native(e)]
+    lab_only = [b for b in names if b not in ENGINE_BACKENDS and needs_lab([b]) is not None]
+    engines_lab = not native_engines or (not auto and set(native_engines) != set(want)) \
+        or bool(lab_only)
+    lab_names = [b for b in names if b in lab_only or (b in ENGINE_BACKENDS and engines_lab)]
+    native_names = [b for b in names if b not in lab_only
+                    and (b not in ENGINE_BACKENDS or native_engines)]
+    native = {"names": native_names, "engines": native_engines} if native_names else None
+    lab = {"names": lab_names, "engines": want} if lab_names else None
+    return native, lab
+
+
+def _engine_native(engine: str) -> bool:
+    from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
+    return E.blocker(engine) is None \
+        and needs_lab(ENGINE_BACKENDS, engines=[engine]) is None
+
+
+def _part_out(out: str | None, part: str) -> str:
+    import datetime as dt
+    base = out or dt.datetime.now().strftime("forkstorm-%Y%m%d-%H%M%S")
+    return f"{base}-{part}"
+
+
+def _check_out(out: str | None) -> None:
+    from .. import paths
+    if out and "/" in out:
+        p = os.path.abspath(out)
+        if not p.startswith(str(paths.RESULTS_DIR) + "/"):
+            raise ToolkitError(f"--out {out}: in the lab only results/ is shared with "
+                               "this machine", "give --out a name (a directory under "
+                               "results/) or a path inside results/")
+
+
+def _lab_part(lab: dict, out: str, reason: str | None) -> int:
+    """Part 2: the same command in the lab with the lab part's backends and engines."""
+    from .. import lab as L
+    argv, it = [], iter(sys.argv[1:])
+    for a in it:
+        if a in ("--backend", "--engine", "--out", "--kernel"):
+            next(it, None)
+        elif a not in ("--lab", "--native") and not a.startswith(
+                ("--backend=", "--engine=", "--out=", "--kernel=")):
+            argv.append(a)
+    argv += ["--backend", ",".join(lab["names"]), "--engine", ",".join(lab["engines"]),
+             "--out", out]
+    click.echo(f"lab: running `toolkit {' '.join(argv)}` in the lab VM ({reason})", err=True)
+    return L.run(["toolkit", *argv])
+
+
+def _run_part(a: dict, where: str) -> None:
+    """One part of the bench, here: native or (inside the VM) lab defaults."""
+    from .. import paths
+    from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
     from ..bench import harness as H
     from ..bench.workload import StormParams
-    params = {"backends": names, "probes": probes, "ps_intervals": intervals, "count": count,
-              "rate": rates if len(rates) > 1 else rates[0], "collector_cpu": collector_cpu,
-              "concurrency": concurrency, "lifetime_ms": lifetimes,
-              "exec_every": 1 if exec_all else exec_every, "threads": threads,
-              "alloc_mib": alloc_mib, "repeat": repeat, "ring_size": ring_size,
-              "buffer_pages": buffer_pages, "rcvbuf": rcvbuf, "transport": transport,
-              "read_interval": read_interval, "scope": scope, "argv": sys.argv[1:]}
-    storm = StormParams(count=count, rate=rates[0], concurrency=concurrency,
-                        exec_every=params["exec_every"], threads=threads, alloc_mib=alloc_mib)
-    out_dir = H.default_out_dir(paths.RESULTS_DIR, out)
-    specs = H.make_specs(names, probes, intervals, ring_size=ring_size,
-                         buffer_pages=buffer_pages, transport=transport, rcvbuf=rcvbuf)
-    h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
-                  read_interval=read_interval, scope=scope, rates=rates,
-                  collector_cpu=collector_cpu)
+    d = DEFAULTS[where]
+    count, repeat = a["count"] or d["count"], a["repeat"] or d["repeat"]
+    engines = [e for e in E.ENGINES if _engine_native(e)] if "auto" in a["engines"] \
+        else a["engines"]
+    intervals = parse_list(a["ps_interval"], "--ps-interval", convert=float,
+                           check=lambda v: v > 0, must="> 0")
+    lifetimes = parse_list(a["lifetime"], "--lifetime", convert=int,
+                           check=lambda v: v >= 0, must=">= 0")
+    rates = parse_list(a["rate"], "--rate", convert=float, check=lambda v: v >= 0,
+                       must=">= 0")
+    if len(rates) > 1 and 0 in rates:
+        raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
+                                 "give rates > 0", param_hint="--rate")
+    if set(a["names"]) & set(ENGINE_BACKENDS) and not engines:
+        raise ToolkitError("bench: no eBPF engine can run here (`toolkit doctor`)")
+    exec_every = 1 if a["exec_all"] else a["exec_every"]
+    params = {"backends": a["names"], "engines": engines, "probes": a["probes"],
+              "wakeup": a["wakeup"], "ps_intervals": intervals, "count": count,
+              "rate": rates if len(rates) > 1 else rates[0],
+              "collector_cpu": a["collector_cpu"], "concurrency": a["concurrency"],
+              "lifetime_ms": lifetimes, "exec_every": exec_every, "threads": a["threads"],
+              "alloc_mib": a["alloc_mib"], "repeat": repeat, "ring_size": a["ring_size"],
+              "buffer_pages": a["buffer_pages"], "rcvbuf": a["rcvbuf"],
+              "transport": a["transport"], "read_interval": a["read_interval"],
+              "scope": a["scope"], "part": where, "argv": sys.argv[1:]}
+    storm = StormParams(count=count, rate=rates[0], concurrency=a["concurrency"],
+                        exec_every=exec_every, threads=a["threads"], alloc_mib=a["alloc_mib"])
+    out_dir = H.default_out_dir(paths.RESULTS_DIR, a["out"])
     try:
+        specs = H.make_specs(a["names"], a["probes"], intervals, ring_size=a["ring_size"],
+                             buffer_pages=a["buffer_pages"], transport=a["transport"],
+                             rcvbuf=a["rcvbuf"], engines=engines, wakeup=a["wakeup"])
+        h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
+                      read_interval=a["read_interval"], scope=a["scope"], rates=rates,
+                      collector_cpu=a["collector_cpu"])
         summary = h.run()
     except OSError as e:
         raise ToolkitError(f"bench: {e}") from None

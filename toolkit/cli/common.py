@@ -16,12 +16,31 @@ BACKENDS = tuple(REGISTRY)
 
 
 def probe_variants() -> tuple[str, ...]:
-    """Every hook variant a backend's `probe` option takes (the eBPF backend's kprobe,
-    tracepoint, fentry), asked of the backends."""
-    out: list[str] = []
-    for name in backends_with("probes"):
-        out += [p for p in registered_class(name).probes if p not in out]
-    return tuple(out)
+    """The eBPF backend's hook variants over both engines (BCC: kprobe, tracepoint,
+    fentry; CO-RE: kprobe, fentry, tp_btf, raw_tp), from the backends."""
+    from ..backends.ebpf import PROBES
+    from ..backends.ebpf_core import PROBES as CORE_PROBES
+    return tuple(dict.fromkeys(PROBES + CORE_PROBES))
+
+
+def engine_choices() -> tuple[str, ...]:
+    from ..backends.engines import CHOICES
+    return CHOICES
+
+
+def bcc_engine_option(what: str):
+    """--engine on a command whose eBPF side exists on the BCC engine only so far:
+    auto and bcc are accepted, core is a clear error (not a silent BCC run)."""
+    def check(ctx, param, value):
+        if value == "core":
+            raise click.BadParameter(
+                f"{what} on the CO-RE engine is not built yet: it is bcc only "
+                "(docs/ebpf-core.md); use --engine bcc (in the lab where this kernel "
+                "has no headers: --lab)", param_hint="--engine")
+        return value
+    return click.option("--engine", type=click.Choice(engine_choices()), default=None,
+                        callback=check, expose_value=False,
+                        help=f"eBPF engine of {what}: bcc only so far (core is refused).")
 
 
 # ---------------------------------------------------------------- the comma-list parser
@@ -83,8 +102,13 @@ def rerun_in_lab(extra_note: str = "", kernel: str | None = None) -> None:
     sys.exit(status)
 
 
-def needs_lab(backends: Iterable[str]) -> str | None:
-    """Why some of these kernel backends cannot run on this kernel (None: they can)."""
+_CHECKS = None
+
+
+def needs_lab(backends: Iterable[str], engines: Iterable[str] | None = None) -> str | None:
+    """Why some of these kernel backends cannot run on this kernel (None: they can); for
+    a backend with engines, with each of `engines` (None or auto: any of them)."""
+    global _CHECKS
     from .. import doctor as d
     from .. import lab as L
     if L.in_lab():
@@ -92,11 +116,16 @@ def needs_lab(backends: Iterable[str]) -> str | None:
     kernel = [b for b in backends if b in KERNEL_BACKENDS]
     if not kernel:
         return None
-    items = d.checks(mount=False)
+    items = _CHECKS = _CHECKS or d.checks(mount=False)
+    engines = [e for e in engines or () if e != "auto"]
     for b in kernel:
-        v, fixes = d.verdict(b, items, lab_ok=True)
-        if v != "native":
-            return f"{b} cannot run on this kernel ({fixes[0] if fixes else 'see toolkit doctor'})"
+        subjects = [f"{b}:{e}" for e in engines] if b in d.ENGINE_SUBJECTS and engines \
+            else [b]
+        for sub in subjects:
+            v, fixes = d.verdict(sub, items, lab_ok=True)
+            if v != "native":
+                return (f"{sub.replace(':', ' ')} cannot run on this kernel "
+                        f"({fixes[0] if fixes else 'see toolkit doctor'})")
     return None
 
 
@@ -107,20 +136,31 @@ def backend_options(f):
     f = click.option("--backend", type=click.Choice(BACKENDS), default="lkm",
                      show_default=True, help="Which collector to use.")(f)
     f = click.option("--probe", type=click.Choice(probe_variants()), default=None,
-                     help="eBPF hook variant (ebpf backend only; default kprobe).")(f)
+                     help="eBPF hook variant (ebpf backend only; bcc: kprobe (default), "
+                          "tracepoint, fentry; core: kprobe, fentry, tp_btf, raw_tp, default "
+                          "the first that attaches).")(f)
+    f = click.option("--engine", type=click.Choice(engine_choices()), default=None,
+                     help="eBPF engine (ebpf backend only): bcc (compiles against the "
+                          "kernel's headers), core (CO-RE object relocated with the kernel's "
+                          "BTF), auto (default: bcc where it can run, else core).")(f)
     f = click.option("--uid", type=click.IntRange(0), default=None,
                      help="Only this user's processes.")(f)
     return lab_option(f)
 
 
-def options_for(backend: str, probe: str | None, uid: int | None) -> dict:
+def options_for(backend: str, probe: str | None, uid: int | None,
+                engine: str | None = None) -> dict:
+    """Backend options from the common flags; --probe and --engine only where the backend
+    has engines (the registry says which)."""
+    from ..backends.base import ENGINE_BACKENDS
     opts = {"uid": uid}
-    if probe:
-        if not registered_class(backend).probes:
-            raise click.BadParameter("--probe applies to --backend "
-                                     f"{' or '.join(backends_with('probes'))} only",
-                                     param_hint="--probe")
-        opts["probe"] = probe
+    for flag, value in (("probe", probe), ("engine", engine)):
+        if value:
+            if backend not in ENGINE_BACKENDS:
+                raise click.BadParameter(f"--{flag} applies to --backend "
+                                         f"{', '.join(ENGINE_BACKENDS)} only",
+                                         param_hint=f"--{flag}")
+            opts[flag] = value
     return opts
 
 

@@ -35,6 +35,8 @@ def doctor(backends, no_lab, as_json):
     verdicts = {}
     for b in wanted:
         verdicts[b] = d.verdict(b, items, lab_ok)
+        for sub in d.ENGINE_SUBJECTS.get(b, ()):
+            verdicts[sub] = d.verdict(sub, items, lab_ok)
     if as_json:
         click.echo(json.dumps({
             "kernel": sysinfo.release(),
@@ -48,13 +50,22 @@ def doctor(backends, no_lab, as_json):
         click.echo(tabulate(rows, headers=["check", "status", "detail", "needed by"],
                                maxcolwidths=[None, None, 72, None]))
         click.echo()
-        for b, (v, fixes) in verdicts.items():
-            how = {"native": "runs natively on this kernel",
-                   "lab": "cannot run natively here; runs in the lab VM (add --lab)",
-                   "unavailable": "cannot run here, and the lab is not set up"}[v]
-            click.echo(f"{b:9} {v.upper():12} {how}")
-            for fx in fixes:
-                click.echo(f"{'':22}fix {fx}")
-    states = {v for v, _ in verdicts.values()}
+        for b in wanted:
+            v, fixes = verdicts[b]
+            for sub in d.ENGINE_SUBJECTS.get(b, ()):    # each engine's own verdict first
+                sv, sfixes = d.verdict(sub, items, lab_ok)
+                _verdict_line(sub.replace(":", " "), sv, sfixes, sub in d.NATIVE_ONLY)
+            _verdict_line(b, v, fixes if b not in d.ENGINE_SUBJECTS else [], False)
+    states = {v for b, (v, _) in verdicts.items() if b in wanted}
     sys.exit(EXIT_UNAVAILABLE if "unavailable" in states else
              EXIT_LAB_ONLY if "lab" in states else EXIT_OK)
+
+
+def _verdict_line(name: str, v: str, fixes: list[str], native_only: bool) -> None:
+    how = {"native": "runs natively on this kernel",
+           "lab": "cannot run natively here; runs in the lab VM (add --lab)",
+           "unavailable": "cannot run on this kernel" if native_only else
+                          "cannot run here, and the lab is not set up"}[v]
+    click.echo(f"{name:9} {v.upper():12} {how}")
+    for fx in fixes:
+        click.echo(f"{'':22}fix {fx}")

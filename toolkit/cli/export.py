@@ -27,9 +27,6 @@ def _backend_option(text: str) -> tuple[str, object]:
 
 @click.command("export")
 @backend_options
-@click.option("--engine", default=None,
-              help="The backend's engine (e.g. --backend ebpf --engine core), passed to it "
-                   "as a backend option and shown as the `engine` label.")
 @click.option("--listen", default="127.0.0.1:9464", show_default=True,
               help="ADDR:PORT to serve /metrics on (port 0: any free one); loopback by "
                    "default, see docs/export.md before opening it to the network.")
@@ -58,10 +55,8 @@ def export(backend, probe, uid, lab, engine, listen, ppid, interval, raw_options
         raise click.UsageError("export serves on this machine; --lab is not supported "
                                "(run the exporter inside the VM instead)")
     host, port = ex.parse_listen(listen)
-    opts = options_for(backend, probe, uid)
+    opts = options_for(backend, probe, uid, engine)     # --engine: the eBPF engine
     opts.update(dict(_backend_option(o) for o in raw_options))
-    if engine:
-        opts["engine"] = engine
     labels = {"backend": backend, **({"engine": engine} if engine else {}),
               **({"probe": probe} if probe else {})}
     stop = threading.Event()
@@ -84,6 +79,7 @@ def _serve(ex, name, opts, labels, addr, ppid, interval, stop, linger=0.0) -> No
         if ppid is not None:
             b.set_ppid_filter(ppid)
         b.reset_stats()
+        labels = ex.labels_of(b, labels)
         reader = ex.Reader(b, ex.Tally(interval))
         ex.register(registry, reader, labels)
         reader.start()

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..backends.base import backends_with
-from .common import lab_option, rerun_in_lab
+from .common import bcc_engine_option, lab_option, rerun_in_lab
 
 
 @click.command()
@@ -20,6 +20,7 @@ from .common import lab_option, rerun_in_lab
               show_default=True)
 @click.option("--check", is_flag=True,
               help="Compare with /proc/PID/{maps,status,stat}; exit 1 if a field differs.")
+@bcc_engine_option("inspect")
 @lab_option
 def inspect(pid, backend, vmas, pgd, fmt, check, lab):
     """Memory layout of PID (a number, or `self` for this command's own process):

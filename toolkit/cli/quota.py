@@ -12,7 +12,7 @@ import sys
 import click
 
 from ..backends.base import backends_with, registered_class
-from .common import lab_option, rerun_in_lab
+from .common import bcc_engine_option, lab_option, rerun_in_lab
 
 QUOTA_BACKENDS = backends_with("quotas_impl")
 # set / list / clear outlive the command: only where the kernel side keeps the quotas
@@ -46,6 +46,7 @@ def quota():
 @_quota_options
 @click.option("--backend", type=click.Choice(QUOTA_BACKENDS), default="lkm",
               show_default=True, help="Which kernel side enforces the quotas.")
+@bcc_engine_option("quota run")
 @lab_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(heap, files, backend, lab, command):

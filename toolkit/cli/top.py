@@ -25,14 +25,15 @@ SORTS = ("cpu", "rss", "peak", "pid", "age")
               default="table", show_default=True, help="Batch mode output.")
 @click.option("--limit", type=click.IntRange(0), default=0,
               help="Batch mode: only the first N processes of each refresh (0: all).")
-def top(backend, probe, uid, lab, interval, sort, force_batch, iterations, once, fmt, limit):
+def top(backend, probe, engine, uid, lab, interval, sort, force_batch, iterations, once, fmt,
+        limit):
     """Live process dashboard: memory, lifecycle counters, drop counters, the processes
     that lived less than one refresh, and the process table by CPU % over the interval.
 
     Keys: q quit; c, m, n, p, a sort by cpu, rss, peak, pid, age; u set or clear a uid
     filter; space pause. Batch mode (like top -b) when stdout is not a terminal, or with
     --batch, --once or --iterations."""
-    opts = options_for(backend, probe, uid)
+    opts = options_for(backend, probe, uid, engine)
     if lab:
         rerun_in_lab()
     if once:
@@ -44,7 +45,7 @@ def top(backend, probe, uid, lab, interval, sort, force_batch, iterations, once,
         opts["interval"] = interval     # one poll per refresh
     from ..top.session import Session
     b = open_backend(backend, **opts)
-    label = backend + (f"+{probe}" if probe else "")
+    label = b.describe(short=True)
     try:
         session = Session(b, interval, uid)
         if "user space" in session.source.get("processes", "") and not b.polling:

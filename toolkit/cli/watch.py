@@ -48,14 +48,14 @@ def _json_record(rec, provides=None) -> dict:
               show_default=True, help="table for people, jsonl (one JSON object a line) for machines.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True),
               help="Stop after S seconds (default: until Ctrl-C).")
-def watch(backend, probe, uid, lab, fmt, duration):
+def watch(backend, probe, engine, uid, lab, fmt, duration):
     """Print live lifecycle events until Ctrl-C or --duration, then the drop counters."""
-    opts = options_for(backend, probe, uid)
+    opts = options_for(backend, probe, uid, engine)
     if lab:
         rerun_in_lab()
     b = open_backend(backend, **opts)
     t0 = time.monotonic_ns()
-    click.echo(f"watch: {backend} attached, " + (f"for {duration:g} s" if duration else
+    click.echo(f"watch: {b.describe()} attached, " + (f"for {duration:g} s" if duration else
                "Ctrl-C to stop"), err=True)
     out = click.get_text_stream("stdout")
     if fmt == "table":
@@ -115,9 +115,9 @@ def proc_dict(p, fields: frozenset[str] | None) -> dict:
 @click.option("--sort", type=click.Choice(["rss", "pid", "cpu", "peak"]), default="rss",
               show_default=True)
 @click.option("--top", type=click.IntRange(0), default=0, help="Only the first N rows (0: all).")
-def mem(backend, probe, uid, lab, fmt, sort, top):
+def mem(backend, probe, engine, uid, lab, fmt, sort, top):
     """Process table with RSS, peak RSS and CPU time, and the system memory summary."""
-    opts = options_for(backend, probe, uid)
+    opts = options_for(backend, probe, uid, engine)
     if lab:
         rerun_in_lab()
     from tabulate import tabulate

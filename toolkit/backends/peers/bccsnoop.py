@@ -99,6 +99,7 @@ class _BccSnoop(PeerBackend):
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "comm"})
     event_time = "receipt"
     env = {"PYTHONUNBUFFERED": "1"}   # Python buffers a pipe in blocks; a terminal by line
+    ready_timeout_s = 240.0           # it prints its header after the BCC compile
     parser = None
 
     def argv(self) -> list[str]:

@@ -132,6 +132,8 @@ class PeerBackend(Backend):
     # the reconcile tolerance this tool's clock needs (coarse or printed to ms)
     time_slack_ns: ClassVar[int] = 0
     env: ClassVar[dict | None] = None          # added to the tool's environment
+    # how long the tool may take to say it is attached (a BCC compile: ~25 s under TCG)
+    ready_timeout_s: ClassVar[float] = SYNC_TIMEOUT_S
 
     def __init__(self, uid: int | None = None, **options):
         super().__init__(uid=uid, **options)
@@ -184,14 +186,15 @@ class PeerBackend(Backend):
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + SYNC_TIMEOUT_S
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             for line in self._lines(0.2):
                 if self.is_ready(line):
                     return
             if self.proc.poll() is not None and self.src.eof:
                 break
-        raise BackendError(f"{self.tool} did not start: " + self._said())
+        raise BackendError(f"{self.tool} did not start within {self.ready_timeout_s:.0f} s: "
+                           + self._said())
 
     def _said(self) -> str:
         return " | ".join(self._tail[-5:]) or "no output"
