@@ -3,6 +3,7 @@ VM, the console captured to a file, and the silence watchdog on a real child pro
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +20,15 @@ def test_vng_command_panics_on_faults_and_captures_the_console(tmp_path, monkeyp
                              rwdirs=[tmp_path], console=console)
     kargs = argv[argv.index("--append") + 1].split()
     for a in ("panic_on_oops=1", "softlockup_panic=1", "hung_task_panic=1",
-              f"hung_task_timeout_secs={guestlog.HUNG_TASK_SECS}", "console=ttyS1,115200"):
+              f"hung_task_timeout_secs={guestlog.HUNG_TASK_SECS}", "console=hvc0"):
         assert a in kargs, kargs
     assert "panic_on_warn=1" not in kargs
     qemu = [a for a in argv if a.startswith("--qemu-opts=")]
     assert len(qemu) == 1       # vng keeps one; it hands it to a shell
     assert shlex.split(qemu[0].removeprefix("--qemu-opts=")) == \
-        ["-accel", "tcg,thread=single", "-serial", f"file:{console}"]
+        ["-accel", "tcg,thread=single", *guestlog.console_qemu_args(console)]
+    assert f"path={console}" in guestlog.console_qemu_args(console)[1]
+    assert "path=/a,,b" in guestlog.console_qemu_args(Path("/a,b"))[1]
     monkeypatch.setenv(guestlog.PANIC_ON_WARN_ENV, "1")
     assert "panic_on_warn=1" in guestlog.fault_args()
 
@@ -69,3 +72,34 @@ def test_silence_limit_from_the_environment(monkeypatch):
     monkeypatch.setenv(lab.SILENCE_ENV, "soon")
     with pytest.raises(lab.LabError, match="TOOLKIT_LAB_SILENCE"):
         lab.silence_limit()
+
+
+def test_sigterm_kills_the_vm_too(tmp_path):
+    """`timeout` around the caller sends SIGTERM to lab run, not to QEMU (a session of its
+    own): lab run must kill it."""
+    import os
+    import signal
+    import subprocess
+    pidfile = tmp_path / "vm.pid"
+    code = ("import sys; from pathlib import Path; from toolkit import lab\n"
+            "seen = lab._Activity([])\n"
+            f"s = lab._boot(['/bin/sh', '-c', 'echo $$ > {pidfile}; exec sleep 60'], "
+            "'6.1.0-56-amd64', lab.Accel('kvm', 't'), 1, '1G', Path('/tmp'), None, True, "
+            "seen, None)\n"
+            "print(s)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        vm = int(pidfile.read_text())
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(30)
+    assert out.strip() == "(130, 'interrupted')"
+    with pytest.raises(ProcessLookupError):
+        os.kill(vm, 0)

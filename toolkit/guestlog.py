@@ -1,8 +1,8 @@
 """What the lab guest's kernel says when it dies: the boot arguments that make a fault end
 the guest, and the reading of its captured console afterwards (docs/testing.md).
 
-The guest boots with a second serial port written by QEMU straight to a host file (the
-console, at loglevel 7): a panic is printed there before QEMU exits, whatever state the
+The guest boots with a virtio console written by QEMU straight to a host file (hvc0, at
+loglevel 7): a panic is printed there before QEMU exits, whatever state the
 guest's user space is in, where the streamed kernel log (`cat /dev/kmsg` in the guest)
 stops earlier. After an abnormal end, `diagnose()` reads that file: a kernel panic, oops,
 BUG, warning, soft lockup or hung task, with the lines that say so.
@@ -23,7 +23,21 @@ HUNG_TASK_SECS = 240
 # Soft lockup after 2 x watchdog_thresh s without scheduling (default 10: 20 s). A vCPU
 # descheduled on a loaded host looks the same to the guest under TCG, so 30 (60 s).
 WATCHDOG_THRESH = 30
-CONSOLE_TTY = "ttyS1"      # virtme-ng's ttyS0 goes to /dev/null in script mode
+# The captured console is a virtio console (hvc0), not a second serial port: virtme-ng's
+# console=ttyS0 (to /dev/null) holds the 8250 driver's one console, so console=ttyS1 is
+# ignored (tried: an empty file). hvc is another driver, so both are enabled; it replays
+# the log from the start when it registers (6.1 loads virtio_console as a module, 6.12 has
+# it built in), and writes synchronously, so a panic's text reaches QEMU before it exits.
+CONSOLE_TTY = "hvc0"
+
+
+def console_qemu_args(path: Path) -> list[str]:
+    """QEMU options for the captured console: a virtio-serial device of its own (virtme-ng
+    uses the q35 machine here: PCI) with one virtconsole port written to `path`."""
+    p = str(path).replace(",", ",,")       # QEMU's option syntax doubles commas
+    return ["-chardev", f"file,id=tkconsole,path={p}",
+            "-device", "virtio-serial-pci,id=tkserial",
+            "-device", "virtconsole,chardev=tkconsole,bus=tkserial.0"]
 
 
 def fault_args() -> list[str]:
@@ -32,7 +46,7 @@ def fault_args() -> list[str]:
     kernel's messages to the captured console."""
     args = ["panic_on_oops=1", "softlockup_panic=1", f"watchdog_thresh={WATCHDOG_THRESH}",
             "hung_task_panic=1", f"hung_task_timeout_secs={HUNG_TASK_SECS}",
-            f"console={CONSOLE_TTY},115200", "loglevel=7"]
+            f"console={CONSOLE_TTY}", "loglevel=7"]
     if os.environ.get(PANIC_ON_WARN_ENV, "") not in ("", "0"):
         args.append("panic_on_warn=1")
     return args

@@ -253,8 +253,8 @@ def build_command(script: Path, *, kernel: Path, accel: Accel, cpus: int, memory
         args.append("--disable-kvm")
         if tcg_threads(_release_of(kernel)) == "single":
             qemu += ["-accel", "tcg,thread=single"]
-    if console is not None:     # a second serial port (ttyS1): QEMU writes it to a file
-        qemu += ["-serial", f"file:{console}"]
+    if console is not None:     # a virtio console (hvc0) that QEMU writes to a file
+        qemu += guestlog.console_qemu_args(console)
     if qemu:
         args.append("--qemu-opts=" + shlex.join(qemu))
     for d in rwdirs:
@@ -369,10 +369,19 @@ def _boot(argv, release, accel, cpus, memory, results, timeout, quiet, seen, sil
                               daemon=True)]
     for t in pumps:
         t.start()
+    # SIGTERM (e.g. from `timeout` around the caller) ends the VM too: QEMU runs in a
+    # session of its own and would not get it
+    def _term(*_):
+        raise KeyboardInterrupt
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _term) if in_main else None
     try:
         ended = _watch(proc, t0, timeout, silence, seen)
     except KeyboardInterrupt:
         ended = "interrupted"
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
     if ended:
         _kill_group(proc)
     for t in pumps:
