@@ -199,6 +199,7 @@ def test_a_rejected_object_says_what_libbpf_said(tmp_path):
 
 # ---------------------------------------------------------------- the commands
 
+@pytest.mark.native_only
 def test_watch_reports_fork_exec_exit_with_codes_and_rss():
     import bounded
     w = subprocess.Popen([str(TOOLKIT), "watch", "--backend", "ebpf", "--engine", "core",
@@ -227,6 +228,7 @@ def test_watch_reports_fork_exec_exit_with_codes_and_rss():
         == len(kids)
 
 
+@pytest.mark.native_only
 def test_mem_and_top_through_the_core_iterator():
     m = tk("mem", "--backend", "ebpf", "--engine", "core", "--format", "json")
     assert m.returncode == 0, m.stderr
@@ -238,6 +240,7 @@ def test_mem_and_top_through_the_core_iterator():
     assert json.loads(t.stdout.splitlines()[0])
 
 
+@pytest.mark.native_only
 @pytest.mark.parametrize("args,msg", [
     (["watch", "--backend", "ebpf", "--engine", "core", "--probe", "tracepoint",
       "--duration", "1"], "probe must be one of"),
@@ -255,6 +258,7 @@ def test_bad_input_to_the_commands(args, msg):
     assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
+@pytest.mark.native_only
 def test_doctor_lists_the_engines_and_attach_kinds():
     p = tk("doctor", "--backend", "ebpf", "--no-lab", "--json")
     assert p.returncode in (0, 3), p.stderr

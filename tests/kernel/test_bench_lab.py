@@ -16,7 +16,8 @@ pytestmark = pytest.mark.kernel
 
 
 def bench(name, *args):
-    out = paths.RESULTS_DIR / ".test" / f"bench-{name}-{os.getpid()}"
+    # the lab kernels run at once (bin/test): each its own directory
+    out = paths.RESULTS_DIR / ".test" / f"bench-{name}-{os.uname().release}-{os.getpid()}"
     r = CliRunner().invoke(main, ["bench", "forkstorm", *map(str, args), "--out", str(out)])
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert r.exit_code == 0, r.output

@@ -33,7 +33,7 @@ def test_tracefs_mounted_and_bcc_imports():
 
 def test_results_dir_writable():
     from toolkit import paths
-    f = paths.RESULTS_DIR / ".test" / f"guest-write-{os.getpid()}"
+    f = paths.RESULTS_DIR / ".test" / f"guest-write-{os.uname().release}-{os.getpid()}"
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text("ok")
     assert f.read_text() == "ok"
