@@ -67,7 +67,8 @@ def test_the_chosen_probe_and_why_the_others_were_not():
 
 def test_contract_with_the_proc_connector():
     """The same workload through ebpf-core and cnproc at once: pid, tgid, ppid and exit
-    code agree for every fork, exec and exit of the workload's children."""
+    code agree for every fork, exec and exit of the workload's children (the connector's
+    exit ppid is 0 when the parent reaped first: see backends/cnproc.py)."""
     ebpf, cn = core(uid=UID), get_backend("cnproc")
     ebpf.start()
     cn.start()
@@ -95,6 +96,12 @@ def test_contract_with_the_proc_connector():
         v for k, v in workload.expected_events(ledger).items() if k != "clone")
     for k in e:
         fields = ("pid", "tgid", "exit_code") + (("ppid",) if k[0] != "exec" else ())
+        if k[0] == "exit" and c[k].ppid == 0:
+            # the connector's race: proc_exit_connector runs after exit_notify and names
+            # the parent only while the pid is alive, so a parent that reaps at once
+            # leaves 0 (seen in CI); the ledger says who the parent was
+            fields = fields[:-1]
+            assert e[k].ppid == ledger["pid"], k
         assert {f: getattr(e[k], f) for f in fields} == {f: getattr(c[k], f) for f in fields}, k
 
 

@@ -4,7 +4,9 @@ ptrace, comm, coredump changes) to every listener; nothing to load or compile.
 
 What it carries: the event's CLOCK_MONOTONIC time (ktime_get_ns), the CPU, pid and tgid;
 fork: the parent's pid and tgid; exit: the wait(2) status (task->exit_code) and the
-parent's tgid. What it does not: uid, comm, start time, CPU time, memory (the backend
+parent's tgid, or 0 when the parent has already reaped the child (proc_exit_connector
+runs after exit_notify and reads the parent only while pid_alive(): a race the kernel
+leaves open, seen in CI on 6.18). What it does not: uid, comm, start time, CPU time, memory (the backend
 says so in `provides`; the report shows "-"), and exec names no parent.
 
 Losses, counted exactly, two ways depending on the kernel:
