@@ -100,6 +100,7 @@ class EbpfCoreBackend(base.Backend):
     default_probe = None        # the first that loads and attaches here
     warmup_note = ""
     snapshot_needs_start = False    # procs.bpf.o, loaded on its own
+    layout_reader = "toolkit.backends.ebpf_vm:read_layout_core"    # core/vm.bpf.o
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
                  buffer_pages: int | None = None, wakeup: str | None = None,
