@@ -155,27 +155,37 @@ static __always_inline void tk_kill(struct task_struct *t,
 	tk_kill_submit(r);
 }
 
+/*
+ * Over its files quota, current is killed; @rising (the tracepoint set,
+ * which checks at every syscall return): only if the count rose since the
+ * last check, as the kprobe set checks only where a descriptor is made.
+ */
 static __always_inline void tk_check_files(struct task_struct *t,
-					   struct tk_quota_value *q)
+					   struct tk_quota_value *q, int rising)
 {
-	u64 n;
+	u64 n, seen = q->files_seen;
 
 	if (q->killed || !q->files_quota)
 		return;
 	n = tk_open_fds(t);
-	if (n > q->files_quota)
+	if (rising)
+		q->files_seen = n;
+	if (n > q->files_quota && (!rising || n > seen))
 		tk_kill(t, q, TK_QUOTA_FILES, q->files_quota, n);
 }
 
+/* the same for the heap quota: mm->data_vm */
 static __always_inline void tk_check_heap(struct task_struct *t,
-					  struct tk_quota_value *q)
+					  struct tk_quota_value *q, int rising)
 {
-	u64 bytes;
+	u64 bytes, seen = q->heap_seen;
 
 	if (q->killed || !q->heap_quota)
 		return;
 	bytes = tk_heap_bytes(t);
-	if (bytes > q->heap_quota)
+	if (rising)
+		q->heap_seen = bytes;
+	if (bytes > q->heap_quota && (!rising || bytes > seen))
 		tk_kill(t, q, TK_QUOTA_HEAP, q->heap_quota, bytes);
 }
 
@@ -188,9 +198,9 @@ static __always_inline int tk_quota_check(u32 kind)
 	if (!q)
 		return 0;
 	if (kind == TK_QUOTA_FILES)
-		tk_check_files(t, q);
+		tk_check_files(t, q, 0);
 	else
-		tk_check_heap(t, q);
+		tk_check_heap(t, q, 0);
 	return 0;
 }
 
@@ -202,8 +212,8 @@ static __always_inline int tk_quota_sys_exit(void)
 
 	if (!q)
 		return 0;
-	tk_check_files(t, q);
-	tk_check_heap(t, q);
+	tk_check_files(t, q, 1);
+	tk_check_heap(t, q, 1);
 	return 0;
 }
 

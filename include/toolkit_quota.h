@@ -54,7 +54,11 @@
  * call of a tracked process both quotas are recounted from the kernel's own
  * state (the open_fds bits, mm->data_vm), so every descriptor and every
  * data_vm change a system call makes is seen as it returns, whichever call
- * made it (32-bit compat calls included).
+ * made it (32-bit compat calls included).  As the kprobe set kills only in
+ * a call that makes a descriptor or changes data_vm, this one kills only
+ * where the value rose since the last check (files_seen, heap_seen): a
+ * process already over its quota when it is set is killed by its next
+ * rise, not by its next read().
  */
 #define TK_QUOTA_TRACEPOINTS(T)					\
 	T(ALL, sys_exit, "heap and files at every syscall return")	\
@@ -67,7 +71,11 @@
 	V(__u64, heap_quota, "bytes of mm->data_vm; 0: none")		\
 	V(__u64, files_quota, "open descriptors; 0: none")		\
 	V(__u32, killed, "TK_QUOTA_* that killed it; 0: tracking")	\
-	V(__u32, pad, "zero")
+	V(__u32, pad, "zero")						\
+	V(__u64, files_seen, "tracepoint set: descriptors at the last "	\
+	  "check (user space writes the count at set)")			\
+	V(__u64, heap_seen, "tracepoint set: data_vm bytes at the last "	\
+	  "check (user space writes the value at set)")
 
 /* Slots of the eBPF counters array: C(NAME, index, "text"). */
 #define TK_QUOTA_COUNTS(C)						\

@@ -101,24 +101,39 @@ class PinnedQuotas(Quotas):
 
     def __init__(self, exclusive: bool = False, load: bool = False):
         super().__init__(exclusive)
-        self.load_note = None
+        self._map: _QuotaMap | None = None
+        self._error: QuotaError | None = None       # pins of another layout
+        self.hooks = None
         if os.geteuid() != 0:
             raise QuotaError("pinned eBPF quotas are root-only", hint="run as root")
         if not is_pinned():
             if not load:
-                self._map, self.hooks = None, None
                 return
             self.load_note = load_and_pin()
+        try:
+            self._open()
+        except QuotaError as e:
+            if load:
+                raise
+            self._error = e         # said by every command but reset, which removes them
+
+    def _open(self) -> None:
         marks = read_marks()
         self.hooks = HOOK_SET_NAMES.get(marks["hooks"], "unknown")
         qfd = _pinned_map("tk_quotas", BPF_MAP_TYPE_HASH, 4, schema.QUOTA_VALUE_SIZE)
-        cfd = _pinned_map("tk_quota_counts", BPF_MAP_TYPE_ARRAY, 4, 8)
+        try:
+            cfd = _pinned_map("tk_quota_counts", BPF_MAP_TYPE_ARRAY, 4, 8)
+        except BaseException:
+            os.close(qfd)
+            raise
         self._map = _QuotaMap(qfd, cfd, live=True)
 
     def coverage(self) -> dict[str, str]:
         return coverage(self.hooks) if self.hooks in HOOK_SETS else {}
 
     def _need(self, what: str) -> _QuotaMap:
+        if self._error:
+            raise self._error
         if self._map is None:
             raise QuotaError(f"{what}: no eBPF quotas are pinned (nothing under {PIN_DIR})",
                              hint="`toolkit quota set --backend ebpf ... PID` pins them")
@@ -131,9 +146,13 @@ class PinnedQuotas(Quotas):
         self._need(f"clear {pid}").clear(pid)
 
     def entries(self):
+        if self._error:
+            raise self._error
         return self._map.entries() if self._map else {}
 
     def counts(self):
+        if self._error:
+            raise self._error
         return self._map.counters() if self._map else {}
 
     def kills(self, timeout_ms=0):

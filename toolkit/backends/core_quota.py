@@ -180,6 +180,9 @@ class _QuotaMap:
         v = self.get(pid) or {}
         if v.get("start_ns") != procs[pid][0]:
             v = {"start_ns": procs[pid][0]}
+        # the values now: the tracepoint hooks kill on a rise past the quota from here
+        heap_now, files_now, _ = _live_values(pid)
+        v["heap_seen"], v["files_seen"] = heap_now or 0, files_now or 0
         if heap:
             v["heap_quota"] = heap
         if files:
