@@ -338,6 +338,22 @@ def quotas_class_for(name: str, engine: str | None = None, persistent: bool = Fa
     return backend_class(name, engine).quotas_class(persistent)
 
 
+def quota_sides() -> dict[str, tuple[str, str | None]]:
+    """The bench's quota mechanisms that are kernel sides: column label -> (backend,
+    engine), one per engine of a backend with engines (ebpf: BCC, ebpf-core: CO-RE, as
+    engines.label names them), in registry order."""
+    from . import engines
+    out = {}
+    for name in backends_with("quotas_impl"):
+        if name in ENGINE_BACKENDS:
+            for e in engines.ENGINES:
+                if backend_class(name, e).quotas_impl:
+                    out[engines.label(e)] = (name, e)
+        else:
+            out[name] = (name, None)
+    return out
+
+
 def registered_class(name: str):
     """The class REGISTRY names for @name (whatever engine a run may pick): what the
     CLI's choices and checks are built from."""

@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..backends.base import backends_with, registered_class
+from ..backends.base import quota_sides, quotas_class_for
 from ..errors import BenchError, WorkloadError
 from ..paths import BENCH_DIR, RESULTS_DIR
 from .metrics import bootstrap_median_ci, median
 
 CSV_VERSION = 1
-QUOTA_SIDES = tuple(backends_with("quotas_impl"))     # the kernel sides: lkm, ebpf
+# the kernel sides: lkm, ebpf (BCC), ebpf-core (CO-RE) -> (backend, engine)
+QUOTA_SIDES = quota_sides()
 MECHANISMS = (*QUOTA_SIDES, "rlimit", "cgroup")
 SCENARIOS = ("heap-brk", "heap-mmap", "files")
 COST_OPS = ("brk", "mmap", "munmap", "openat", "close")
@@ -103,7 +104,9 @@ class Enforcers:
         try:
             for mech in mechanisms:
                 if mech in QUOTA_SIDES:
-                    self.quotas[mech] = registered_class(mech).quotas(exclusive=True)
+                    backend, engine = QUOTA_SIDES[mech]
+                    self.quotas[mech] = quotas_class_for(backend, engine)(exclusive=True,
+                                                                          load=True)
             if "cgroup" in mechanisms:
                 self._make_cgroup()
         except BaseException:
@@ -321,12 +324,15 @@ def run(mechanisms, trials: int, rounds: int, cost_n: int, out_dir: Path | None,
                 cost_rows += run_cost(enf, exe, mech, rounds, cost_n, rng)
         # the results format's ebpf_counts (version 1): the BPF side's own counters
         ebpf_counts = enf.quotas["ebpf"].counts() if "ebpf" in enf.quotas else None
+        side_counts = {m: q.counts() for m, q in enf.quotas.items()}
     finally:
         enf.close()
         shutil.rmtree(state_dir, ignore_errors=True)
     summary = summarize(all_trials, cost_rows)
     # kill records the BPF ring dropped, signals retried (ebpf/quota.c's counters)
     summary["ebpf_counts"] = ebpf_counts
+    # every kernel side's own counters (kills, drops, retries, probes missed), by column
+    summary["side_counts"] = side_counts
     summary["params"] = {"mechanisms": mechanisms, "trials": trials, "rounds": rounds,
                          "cost_calls": cost_n, "step_kib": STEP_KIB,
                          "heap_margin": HEAP_MARGIN, "files_margin": FILES_MARGIN,
