@@ -253,6 +253,32 @@ def test_a_reused_pid_is_not_limited(pins, qhelper):
 
 
 @pytest.mark.native_only
+def test_set_and_clear_racing_the_targets_exit(pins, qhelper):
+    """50 set/clear/set against targets that exit at once: every entry goes with its
+    process (the exit hook, or the prune of a set that lost the race)."""
+    side = core_pins.PinnedQuotas(load=True)
+    try:
+        errors = []
+        for i in range(50):
+            target = subprocess.Popen([str(qhelper), "fds", str(i % 5)],
+                                      stdout=subprocess.DEVNULL)
+            for heap, files in ((1 << 30, 100), (None, None), (None, 2)):
+                try:
+                    if files:
+                        side.set(target.pid, heap, files)
+                    else:
+                        side.clear(target.pid)
+                except Exception as e:      # noqa: BLE001  (checked below)
+                    if "no such process" not in str(e) and "no process" not in str(e):
+                        errors.append(repr(e))
+            target.wait(timeout=30)
+        assert not errors, errors[:5]
+        assert side.entries() == {}
+    finally:
+        side.close()
+
+
+@pytest.mark.native_only
 def test_quota_run_on_the_core_engine_kills_and_says_what_it_covers(qhelper):
     cp = tk("quota", "run", "--backend", "ebpf", "--engine", "core", "--files", "3", "--",
             str(qhelper), "fds", "5", stdin=subprocess.DEVNULL)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import QuotaError
+from ..quota import check_target
 from . import base, libbpf
 from .engines import CORE_BUILD_DIR
 from .quotas import QuotaRow, Quotas, coverage
@@ -173,6 +174,7 @@ class _QuotaMap:
         if files and files >= FD_LIMIT:
             raise QuotaError(f"ebpf quotas count up to {FD_LIMIT - 1} descriptors; a file "
                              f"quota of {files} is past that", hint="use --backend lkm")
+        check_target(pid)           # the module's refusals: pid 1, kernel threads, us
         procs = live_processes()
         self.prune(procs)
         if pid not in procs or procs[pid][1] in ("Z", "X"):
