@@ -187,9 +187,9 @@ class _Attachment:
             self.b.set_ppid_filter(storm_pid)
         self.b.reset_stats()
         if self.limit:
-            # the storm is already forked: only the reader (this process, and the ps it
-            # runs) is confined
-            self.limit.confine()
+            # the storm is already forked: only the collector is confined: the reader
+            # (this process, and the ps it runs) and the processes it started (a peer)
+            self.limit.confine(self.b.spawned_pids())
             self.confined = self.limit.throttled()
 
     def __exit__(self, *exc) -> None:
