@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import resource
 import subprocess
@@ -24,9 +23,10 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
-from ..backends.base import ENGINE_BACKENDS, NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
+from ..backends.base import ENGINE_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
-from . import SCHEMA_VERSION, metrics
+from . import metrics, results
+from .results import SCHEMA_VERSION
 from .cpulimit import CpuLimit
 from .environment import environment
 from .ledger import (EVENT_FIELDS, LEDGER_FIELDS, events_frame, read_ledger,
@@ -94,7 +94,8 @@ def engine_specs(name: str, engines: list[str], probes: list[str] | None,
         for probe in mine:
             opts = {k: v for k, v in (("engine", engine), ("probe", probe),
                                       ("buffer_pages", buffer_pages), ("wakeup", wakeup),
-                                      ("transport", transport if engine == "bcc" else None))
+                                      ("transport", transport if engine in E.TRANSPORT_ENGINES
+                                                     else None))
                     if v}
             tag = "" if probe in (None, cls.default_probe) else f":{probe}"
             specs.append(BackendSpec(E.label(engine) + tag, name, opts))
@@ -106,24 +107,35 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
                transport: str | None = None, rcvbuf: int | None = None,
                engines: list[str] | None = None, wakeup: str | None = None
                ) -> list[BackendSpec]:
+    """One column per backend: per engine and probe for a backend with engines, per
+    interval for a poller; the bench's own options (--ring-size, --rcvbuf) go to the
+    backends that take them."""
+    from ..backends.base import REGISTRY, registered_class
     specs = []
     for b in backends:
-        if b == "lkm":
-            specs.append(BackendSpec("lkm", "lkm", {"ring_size": ring_size} if ring_size else {}))
-        elif b in ENGINE_BACKENDS:
+        if b not in REGISTRY:
+            raise BenchError(f"unknown backend {b!r}")
+        if b in ENGINE_BACKENDS:
             specs += engine_specs(b, engines or ["bcc"], probes, buffer_pages, transport,
                                   wakeup)
-        elif b in NATIVE_INTERFACE_BACKENDS:
-            opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
-            specs.append(BackendSpec(b, b, opts))
-        elif b in PEER_BACKENDS:
-            specs.append(BackendSpec(b, b, {}))
-        elif b == "ps":
-            for iv in ps_intervals:
-                specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
-        else:
-            raise BenchError(f"unknown backend {b!r}")
+            continue
+        cls = registered_class(b)
+        if cls.polling:
+            specs += [BackendSpec(fmt_interval(iv), b, {"interval": iv}, iv)
+                      for iv in ps_intervals]
+            continue
+        opts = {k: v for k, v in (("ring_size", ring_size), ("rcvbuf", rcvbuf))
+                if v and takes_option(cls, k)}
+        specs.append(BackendSpec(b, b, opts))
     return specs
+
+
+def takes_option(cls, option: str) -> bool:
+    """Does the backend class's constructor name @option (ring_size: lkm; rcvbuf: the
+    netlink backends)? A catch-all **options does not count."""
+    import inspect
+    p = inspect.signature(cls.__init__).parameters.get(option)
+    return p is not None and p.kind is not inspect.Parameter.VAR_KEYWORD
 
 
 @dataclasses.dataclass
@@ -430,6 +442,7 @@ class Harness:
                        for i, r in enumerate(self.runs) if r.label != NONE}
         none_tput = [r.summary["forks_per_s"] for r in self.runs if r.label == NONE]
         return {
+            "kind": "forkstorm",
             "schema_version": SCHEMA_VERSION,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(self.parameters),
@@ -527,12 +540,12 @@ class Harness:
                 led[f"seen_{t}"] = (led["idx"].map(dict(zip(rc.ledger["idx"],
                                                              seen[f"seen_{t}"])))
                                     .astype("Int64") if rc else pd.NA)
-            ledgers.append(led.assign(schema_version=SCHEMA_VERSION, backend=r.label,
-                                      lifetime_ms=r.lifetime_ms, round=r.round,
-                                      storm_pid=r.summary["pid"]))
-        cols = ["schema_version", "backend", "lifetime_ms", "round", "storm_pid",
+            ledgers.append(led.assign(backend=r.label, lifetime_ms=r.lifetime_ms,
+                                      round=r.round, storm_pid=r.summary["pid"]))
+        cols = ["backend", "lifetime_ms", "round", "storm_pid",
                 *LEDGER_FIELDS, *(f"seen_{t}" for t in TYPES)]
-        pd.concat(ledgers, ignore_index=True)[cols].to_csv(d / "ledger.csv", index=False)
+        results.write_csv(pd.concat(ledgers, ignore_index=True)[cols], d / "ledger.csv",
+                          "forkstorm")
         for spec in self.specs:
             frames = [events_frame(r.events).assign(
                           record_version=schema.RECORD_VERSION, lifetime_ms=r.lifetime_ms,
@@ -541,8 +554,8 @@ class Harness:
             ev = pd.concat(frames, ignore_index=True) if frames else events_frame([])
             ev = ev.reindex(columns=["record_version", "lifetime_ms", "round", "storm_pid",
                                      *EVENT_FIELDS])
-            ev.to_csv(d / f"events-{spec.label}.csv", index=False)
-        (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            results.write_csv(ev, d / f"events-{spec.label}.csv", "forkstorm")
+        results.write_summary(d, "forkstorm", summary)
         from .. import report
         report.write_report(d, summary)
         for f in self.work.glob("*"):

@@ -319,7 +319,8 @@ def _show(summary: dict, run_dir) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--markdown", is_flag=True, help="Print report.md instead of the table.")
 def report(runs, markdown):
-    """Re-render a saved bench run (table and report.md), or compare two: DIR1 DIR2."""
+    """Re-render a saved bench run of any kind (forkstorm, memgrowth, quota: its table
+    and report.md), or compare two runs of one kind: DIR1 DIR2."""
     from pathlib import Path
 
     from .. import report as R
@@ -327,10 +328,13 @@ def report(runs, markdown):
         raise click.UsageError("give one run directory, or two to compare")
     loaded = [R.load(r) for r in runs]
     if len(loaded) == 2:
-        click.echo(R.compare(loaded[0], loaded[1], Path(runs[0]).name, Path(runs[1]).name))
+        click.echo(R.compare_any(loaded[0], loaded[1], Path(runs[0]).name,
+                                 Path(runs[1]).name))
         return
     s, d = loaded[0], Path(runs[0])
     d = d if d.is_dir() else d.parent
+    if s["kind"] != "forkstorm":
+        return _report_other(s, d, markdown)
     if markdown:
         click.echo(R.markdown(s))
         return
@@ -341,6 +345,21 @@ def report(runs, markdown):
         where = f"report.md not rewritten ({e.strerror})"
     _show(s, d)
     click.echo(where)
+
+
+def _report_other(s: dict, d: Path, markdown: bool) -> None:
+    """`toolkit report` of a memgrowth or quota run: its report, from its files."""
+    from .. import report as R
+    if markdown:
+        click.echo(R.render_run(s, d, rewrite=False))
+        return
+    try:
+        text, where = R.render_run(s, d), f"report.md re-rendered in {d}"
+    except OSError as e:
+        text, where = R.render_run(s, d, rewrite=False), \
+            f"report.md not rewritten ({e.strerror})"
+    click.echo(text)
+    click.echo(f"run directory: {d}\n{where}")
 
 
 @bench.command("quota")
