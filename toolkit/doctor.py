@@ -229,7 +229,26 @@ def core_checks() -> list[Check]:
     out.append(Check("attach kinds (CO-RE)", OK if lifecycle else MISSING, detail,
                      "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs",
                      ("ebpf:core",)))
+    out.append(core_quota_check(kinds))
     return out
+
+
+def core_quota_check(kinds: dict[str, str]) -> Check:
+    """Which quota hook set the CO-RE quota programs take on this kernel (kprobes where
+    it has them, else raw tracepoints) and what each quota kind is checked by there;
+    whether quotas are pinned now."""
+    from .backends import quota_pins
+    from .backends.quotas import coverage
+    hooks = "kprobe" if kinds.get("kprobe") == "ok" else \
+        "tracepoint" if kinds.get("raw_tp") == "ok" else None
+    if hooks is None:
+        return Check("quotas (CO-RE)", MISSING, "neither kprobes nor raw tracepoints attach: "
+                     "no quota can be enforced", "", ())
+    cov = coverage(hooks)
+    pinned = "pinned now under " + str(quota_pins.PIN_DIR) if quota_pins.is_pinned() \
+        else "none pinned"
+    return Check("quotas (CO-RE)", OK, f"{hooks} hooks; heap: {cov['heap']}; files: "
+                 f"{cov['files']}; {pinned}", "", ())
 
 
 # The kernel's own process-event interfaces: a config option each, checked from the

@@ -48,6 +48,7 @@ struct pt_regs {
 
 /* uapi: enum bpf_map_type, ring buffer flags */
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -152,6 +153,16 @@ struct signal_struct {
 	unsigned long long sum_sched_runtime;
 };
 
+/* include/linux/fdtable.h */
+struct fdtable {
+	unsigned int max_fds;
+	unsigned long *open_fds;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
 struct task_struct {
 	unsigned int __state;
 	unsigned int flags;
@@ -169,6 +180,7 @@ struct task_struct {
 	u64 start_time;
 	const struct cred *real_cred;
 	char comm[16];
+	struct files_struct *files;
 	struct signal_struct *signal;
 };
 

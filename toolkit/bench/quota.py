@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..backends.base import backends_with, registered_class
+from ..backends.base import quota_sides, quotas_class_for
 from ..errors import BenchError, WorkloadError
 from ..paths import BENCH_DIR, RESULTS_DIR
 from . import results
 from .metrics import bootstrap_median_ci, median
 
-QUOTA_SIDES = tuple(backends_with("quotas_impl"))     # the kernel sides: lkm, ebpf
+# the kernel sides: lkm, ebpf (BCC), ebpf-core (CO-RE) -> (backend, engine)
+QUOTA_SIDES = quota_sides()
 MECHANISMS = (*QUOTA_SIDES, "rlimit", "cgroup")
 SCENARIOS = ("heap-brk", "heap-mmap", "files")
 COST_OPS = ("brk", "mmap", "munmap", "openat", "close")
@@ -101,7 +102,9 @@ class Enforcers:
         try:
             for mech in mechanisms:
                 if mech in QUOTA_SIDES:
-                    self.quotas[mech] = registered_class(mech).quotas(exclusive=True)
+                    backend, engine = QUOTA_SIDES[mech]
+                    self.quotas[mech] = quotas_class_for(backend, engine)(exclusive=True,
+                                                                          load=True)
             if "cgroup" in mechanisms:
                 self._make_cgroup()
         except BaseException:

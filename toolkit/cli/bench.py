@@ -364,8 +364,9 @@ def _report_other(s: dict, d: Path, markdown: bool) -> None:
 
 @bench.command("quota")
 @click.option("--mechanism", "mechanisms", default="lkm,ebpf,rlimit,cgroup", show_default=True,
-              help="Comma list of lkm, ebpf, rlimit (RLIMIT_DATA / RLIMIT_NOFILE), cgroup "
-                   "(v2 memory.max, heap only; left out where the kernel lacks it).")
+              help="Comma list of lkm, ebpf (BCC), ebpf-core (CO-RE), rlimit (RLIMIT_DATA / "
+                   "RLIMIT_NOFILE), cgroup (v2 memory.max, heap only; left out where the "
+                   "kernel lacks it).")
 @click.option("--trials", type=click.IntRange(1), default=5, show_default=True,
               help="Trials per mechanism and scenario (heap-brk, heap-mmap, files).")
 @click.option("--rounds", type=click.IntRange(2), default=10, show_default=True,
