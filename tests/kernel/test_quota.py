@@ -239,6 +239,10 @@ def test_cli_set_list_clear(module, qhelper):
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
                             capture_output=True, text=True, timeout=QUICK_TIMEOUT)
         assert cp.returncode == 2 and "no such process" in cp.stderr
+        lkm_quota.write(f"set {w.p.pid} files=50")
+        cp = subprocess.run([TOOLKIT, "quota", "reset", "--backend", "lkm"],
+                            capture_output=True, text=True, timeout=QUICK_TIMEOUT)
+        assert cp.returncode == 0 and not lkm_quota.read()[0], cp
     finally:
         w.go()
         w.finish()
