@@ -127,3 +127,6 @@ def test_quota_files_are_in_the_one_format(tmp_path):
     for f in ("trials.csv", "cost.csv"):
         df = results.check_csv(pd.read_csv(tmp_path / f), f, "quota")
         assert list(df.columns[:2]) == ["kind", "schema_version"] and len(df)
+    # the kill record's value stays an int (not 11.0)
+    assert (tmp_path / "trials.csv").read_text().splitlines()[1] == \
+        f"quota,{results.SCHEMA_VERSION},lkm,files,0,10,killed,1,5.0,11"

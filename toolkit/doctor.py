@@ -230,6 +230,11 @@ def core_checks() -> list[Check]:
                      "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs",
                      ("ebpf:core",)))
     out.append(core_quota_check(kinds))
+    if "iter_task" in good:     # inspect --engine core: one read of this process
+        from .backends.ebpf_vm import core_inspect_summary
+        works, detail = core_inspect_summary(os.getpid())
+        out.append(Check("inspect (CO-RE)", OK if works else MISSING, detail,
+                         "" if works else "inspect with --engine bcc, or --backend lkm"))
     return out
 
 

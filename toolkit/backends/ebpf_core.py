@@ -100,6 +100,7 @@ class EbpfCoreBackend(base.Backend):
     default_probe = None        # the first that loads and attaches here
     warmup_note = ""
     snapshot_needs_start = False    # procs.bpf.o, loaded on its own
+    layout_reader = "toolkit.backends.ebpf_vm:read_layout_core"    # core/vm.bpf.o
     quotas_impl = "toolkit.backends.core_quota:CoreQuotas"          # ebpf/core/quota.bpf.c
     pinned_quotas_impl = "toolkit.backends.core_pins:PinnedQuotas"  # the same, pinned
 

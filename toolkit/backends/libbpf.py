@@ -32,9 +32,16 @@ LIBBPF_WARN = 0
 _lib = None
 _libc = None
 _log: list[str] = []
+_buf = None
 _log_lock = threading.Lock()
 PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
 SAMPLE_FN = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_size_t)
+
+
+class IterAttachOpts(ct.Structure):
+    """struct bpf_iter_attach_opts (libbpf 1.x): restricts an iterator (link info)."""
+    _fields_ = [("sz", ct.c_size_t), ("link_info", ct.c_void_p),
+                ("link_info_len", ct.c_uint32)]
 
 
 class LibbpfError(BackendError):
@@ -51,10 +58,14 @@ def _print(level, fmt, args):
     """libbpf's print callback: format with vsnprintf, keep warnings and info."""
     if level > 1:           # LIBBPF_DEBUG: far too chatty to keep
         return 0
-    buf = ct.create_string_buffer(4096)
-    _libc.vsnprintf(buf, len(buf), fmt, ct.c_void_p(args))
     with _log_lock:
-        _log.append(buf.value.decode("utf-8", "replace"))
+        # one buffer big enough for a whole verifier log (libbpf prints it as one
+        # message; its error is at the end), allocated once
+        global _buf
+        if _buf is None:
+            _buf = ct.create_string_buffer(1 << 20)
+        _libc.vsnprintf(_buf, len(_buf), fmt, ct.c_void_p(args))
+        _log.append(_buf.value.decode("utf-8", "replace"))
         del _log[:-400]
     return 0
 
@@ -181,10 +192,17 @@ class Program:
                 raise _fail(f"attaching {self.name}")
         return Link(ptr, self.name)
 
-    def iterate(self, chunk: int = 1 << 16) -> bytes:
-        """Attach an iterator program, walk once, return every byte it wrote."""
+    def iterate(self, link_info=None, chunk: int = 1 << 16) -> bytes:
+        """Attach an iterator program, walk once, return every byte it wrote;
+        `link_info`, a ctypes union bpf_iter_link_info member, restricts the walk (a
+        task iterator to one process: bpf_iter.IterLinkInfoTask)."""
+        opts = None
+        if link_info is not None:
+            opts = IterAttachOpts(ct.sizeof(IterAttachOpts), ct.addressof(link_info),
+                                  ct.sizeof(link_info))
         with captured():
-            ptr = lib().bpf_program__attach_iter(self.ptr, None)
+            ptr = lib().bpf_program__attach_iter(
+                self.ptr, ct.byref(opts) if opts is not None else None)
             if not ptr:
                 raise _fail(f"attaching iterator {self.name}")
         link = Link(ptr, self.name)
@@ -225,6 +243,13 @@ class Map:
     def update_u64(self, key: int, value: int) -> None:
         k, v = ct.c_uint32(key), ct.c_uint64(value)
         err = lib().bpf_map_update_elem(self.fd, ct.byref(k), ct.byref(v), 0)
+        if err:
+            raise _fail(f"updating {self.name}[{key}]", err)
+
+    def update_struct(self, key: int, value: ct.Structure) -> None:
+        """Set entry `key` of an array map to a ctypes struct of the value's size."""
+        k = ct.c_uint32(key)
+        err = lib().bpf_map_update_elem(self.fd, ct.byref(k), ct.byref(value), 0)
         if err:
             raise _fail(f"updating {self.name}[{key}]", err)
 

@@ -343,9 +343,10 @@ def _write_files(out_dir: Path, summary: dict, trials: list[Trial],
                  cost_rows: list[dict]) -> None:
     """trials.csv, cost.csv and summary.json, in the one results format."""
     import pandas as pd
-    results.write_csv(pd.DataFrame([dataclasses.asdict(t) for t in trials],
-                                   columns=[f.name for f in dataclasses.fields(Trial)]),
-                      out_dir / "trials.csv", "quota")
+    rows = pd.DataFrame([dataclasses.asdict(t) for t in trials],
+                        columns=[f.name for f in dataclasses.fields(Trial)])
+    # an int or nothing (not a float): the kill record's value where there was one
+    results.write_csv(rows.astype({"kill_value": "Int64"}), out_dir / "trials.csv", "quota")
     results.write_csv(pd.DataFrame(cost_rows,
                                    columns=["mechanism", "round", "state", *COST_OPS]),
                       out_dir / "cost.csv", "quota")
