@@ -6,11 +6,12 @@ quota_pins.py), so the quotas outlive the command, as a loaded module's do; `lis
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .. import schema
 from ..errors import QuotaError
 from . import libbpf
-from .core_quota import _Loaded, _QuotaMap, preflight
+from .core_quota import _Loaded, _QuotaMap, kernel_has_kprobes, preflight
 from .quota_pins import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, HOOK_SET_NAMES,
                          HOOK_SETS, MAPS, MARKS, NEW_PREFIX, PIN_DIR, PIN_PARENT, _mkdir,
                          _pinned_map, bpffs_empty, bpffs_mounted, is_pinned, mount_bpffs,
@@ -31,6 +32,32 @@ def _pin_all(loaded: _Loaded, tmp: Path, mounted: bool) -> None:
         libbpf.pin(link.fd, str(tmp / f"link_{link.what}"))
 
 
+def _pinned_set(tmp: Path, mounted: bool, hook_sets=("kprobe", "tracepoint"),
+                notes=()) -> _Loaded:
+    """One hook set loaded, attached and pinned into `tmp`; closed again on failure."""
+    loaded = _Loaded(hook_sets, notes)
+    try:
+        _pin_all(loaded, tmp, mounted)
+    except BaseException:
+        loaded.close()
+        for name in os.listdir(tmp):
+            (tmp / name).unlink()
+        raise
+    return loaded
+
+
+def _load_pinned(tmp: Path, mounted: bool) -> _Loaded:
+    """The kprobe set where it loads and its links can be pinned, else the tracepoint
+    set, pinned into `tmp`."""
+    try:
+        return _pinned_set(tmp, mounted)
+    except libbpf.LibbpfError as e:
+        if not kernel_has_kprobes():
+            raise
+        why = f"kprobe hooks: not pinnable here ({str(e).splitlines()[0]})"
+    return _pinned_set(tmp, mounted, ("tracepoint",), [why])
+
+
 def load_and_pin() -> str:
     """Load quota.bpf.o, attach one hook set, pin it all under PIN_DIR; what was done,
     in words. On any failure everything pinned so far is unpinned."""
@@ -45,8 +72,7 @@ def load_and_pin() -> str:
     loaded = None
     try:
         _mkdir(tmp)
-        loaded = _Loaded()
-        _pin_all(loaded, tmp, mounted)
+        loaded = _load_pinned(tmp, mounted)
         try:
             os.rename(tmp, PIN_DIR)
         except OSError:

@@ -58,11 +58,11 @@ class _Loaded:
     """quota.bpf.o loaded with one hook set and attached; the links and the object are
     this process's until pinned."""
 
-    def __init__(self):
+    def __init__(self, hook_sets=("kprobe", "tracepoint"), notes=()):
         self.obj: libbpf.Object | None = None
         self.links: list[libbpf.Link] = []
-        self.hooks, self.notes = "", []
-        for hooks in ("kprobe", "tracepoint"):
+        self.hooks, self.notes = "", list(notes)
+        for hooks in hook_sets:
             if hooks == "kprobe" and not kernel_has_kprobes():
                 self.notes.append("kprobe hooks: no kprobes in this kernel")
                 continue
