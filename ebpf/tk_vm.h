@@ -82,20 +82,18 @@ struct tk_vm_cfg {
 #define TK_VM_EXEC	0x4UL
 #define TK_VM_MAYSHARE	0x80UL
 
-/* Room too big for the 512-byte BPF stack: the top-level table, per-CPU
- * offsets, a path. */
+/* Room too big for the 512-byte BPF stack: the top-level table, a path. */
 struct tk_vm_scratch {
 	u64 pgd[TK_PGD_ENTRIES];
-	u64 pcpu[TK_VM_MAX_CPUS];
 	char path[TK_PATH_MAX];
 };
 
 /* provided by the including file */
 static __always_inline struct tk_vm_cfg *tk_vm_cfg_get(void);
 static __always_inline struct tk_vm_scratch *tk_vm_scratch_get(void);
-/* off[cpu] = __per_cpu_offset[cpu] for cpu < n; how many were found */
-static __always_inline u32 tk_vm_pcpu_offsets(struct tk_vm_cfg *cfg,
-					      u64 *off, u32 n);
+/* *off = __per_cpu_offset[cpu]; 0 if it cannot be found */
+static __always_inline int tk_vm_pcpu_offset(struct tk_vm_cfg *cfg, u32 cpu,
+					     u64 *off);
 /*
  * The rest of a vma line for a mapped file: its path and "\n".  The
  * including file defines TK_VM_USER_PATH 1 if that is the path the user
@@ -166,52 +164,53 @@ static __always_inline void tk_vm_regions(struct seq_file *seq,
 }
 
 /*
- * One RSS counter as /proc/PID/status shows it (and the module's tk_rss()):
- * on >= 6.2 the folded value plus every CPU's delta, as
- * percpu_counter_sum_positive() does; a CPU's delta is at the counters'
- * address plus __per_cpu_offset[cpu].  Offline CPUs hold 0 (their deltas
- * are folded when they go down), so adding every possible CPU is the same
- * sum.  On <= 6.1 the plain read is the sum.  *percpu is set when the
- * counter has per-CPU parts.
+ * The RSS counters as /proc/PID/status shows them (and the module's
+ * tk_rss()): on >= 6.2 each percpu_counter's folded value plus every CPU's
+ * delta, as percpu_counter_sum_positive() does; a CPU's delta is at the
+ * counter's per-CPU address plus __per_cpu_offset[cpu].  Offline CPUs hold
+ * 0 (their deltas are folded when they go down), so adding every possible
+ * CPU is the same sum.  On <= 6.1 the plain read is the sum.  One pass
+ * over the CPUs for the three counters, nothing indexed by the CPU (so the
+ * verifier need not track it exactly: 6.1's explores such a loop to its
+ * bound).  Returns how many CPUs were added, -1 without per-CPU parts.
  */
-static __always_inline long tk_vm_counter_sum(struct mm_struct *mm,
-					      int member, const u64 *off,
-					      u32 n, int *percpu)
+static __always_inline int tk_vm_rss(struct mm_struct *mm,
+				     struct tk_vm_cfg *cfg, long cnt[3])
 {
-	u64 pcpu = 0;
-	long count = tk_mm_counter_raw(mm, member, &pcpu);
-	u32 cpu;
+	u64 pf = 0, pa = 0, ps = 0, off;
+	u32 ncpus = cfg->nr_cpu_ids, cpu;
+	s32 d;
 
-	if (!pcpu)
-		return count < 0 ? 0 : count;
-	*percpu = 1;
-	for (cpu = 0; cpu < TK_VM_MAX_CPUS; cpu++) {
-		s32 delta = 0;
-
-		if (cpu >= n)
+	cnt[0] = tk_mm_counter_raw(mm, MM_FILEPAGES, &pf);
+	cnt[1] = tk_mm_counter_raw(mm, MM_ANONPAGES, &pa);
+	cnt[2] = tk_mm_counter_raw(mm, MM_SHMEMPAGES, &ps);
+	if (!pf || !pa || !ps)
+		return -1;
+	for (cpu = 0; cpu < TK_VM_MAX_CPUS && cpu < ncpus; cpu++) {
+		if (!tk_vm_pcpu_offset(cfg, cpu, &off))
 			break;
-		bpf_probe_read_kernel(&delta, sizeof(delta),
-				      (void *)(pcpu + off[cpu]));
-		count += delta;
+		d = 0;
+		bpf_probe_read_kernel(&d, sizeof(d), (void *)(pf + off));
+		cnt[0] += d;
+		d = 0;
+		bpf_probe_read_kernel(&d, sizeof(d), (void *)(pa + off));
+		cnt[1] += d;
+		d = 0;
+		bpf_probe_read_kernel(&d, sizeof(d), (void *)(ps + off));
+		cnt[2] += d;
 	}
-	return count < 0 ? 0 : count;
+	return cpu;
 }
 
 static __always_inline void tk_vm_counters(struct seq_file *seq,
 					   struct mm_struct *mm,
-					   struct tk_vm_cfg *cfg,
-					   struct tk_vm_scratch *buf)
+					   struct tk_vm_cfg *cfg)
 {
-	u32 ncpus = cfg->nr_cpu_ids ? cfg->nr_cpu_ids : 1;
-	u32 n = ncpus < TK_VM_MAX_CPUS ? ncpus : TK_VM_MAX_CPUS;
-	u32 summed = tk_vm_pcpu_offsets(cfg, buf->pcpu, n);
-	int percpu = 0;
-	long anon = tk_vm_counter_sum(mm, MM_ANONPAGES, buf->pcpu, summed,
-				      &percpu);
-	long file = tk_vm_counter_sum(mm, MM_FILEPAGES, buf->pcpu, summed,
-				      &percpu);
-	long shmem = tk_vm_counter_sum(mm, MM_SHMEMPAGES, buf->pcpu, summed,
-				       &percpu);
+	long cnt[3];
+	int summed = tk_vm_rss(mm, cfg, cnt);
+	long file = cnt[0] < 0 ? 0 : cnt[0];
+	long anon = cnt[1] < 0 ? 0 : cnt[1];
+	long shmem = cnt[2] < 0 ? 0 : cnt[2];
 	unsigned long hiwater = TK_RD(mm, hiwater_rss);
 
 	/* get_mm_hiwater_rss(): the peak is only stored on an RSS drop */
@@ -226,8 +225,8 @@ static __always_inline void tk_vm_counters(struct seq_file *seq,
 	       TK_RD(mm, data_vm), TK_RD(mm, exec_vm));
 	TK_SEQ(seq, "counter stack_vm %lu\ncounter map_count %d\n",
 	       TK_RD(mm, stack_vm), TK_RD(mm, map_count));
-	if (percpu)
-		TK_SEQ(seq, "tk_geom_cpus %u %u\n", summed, ncpus);
+	if (summed >= 0)
+		TK_SEQ(seq, "tk_geom_cpus %u %u\n", summed, cfg->nr_cpu_ids);
 }
 
 /* TASK_SIZE of the process reading the iterator (the toolkit itself, a
@@ -304,7 +303,7 @@ static __always_inline int tk_vm_task(struct seq_file *seq,
 	       (u64)&task->comm[0], 1UL << TK_PAGE_SHIFT);
 	TK_SEQ(seq, "tk_mm task %lx\n", (u64)mm);
 	tk_vm_regions(seq, mm);
-	tk_vm_counters(seq, mm, cfg, buf);
+	tk_vm_counters(seq, mm, cfg);
 	tk_vm_pgd(seq, mm, cfg, buf);
 	return 0;
 }

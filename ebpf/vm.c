@@ -45,23 +45,14 @@ static __always_inline struct tk_vm_scratch *tk_vm_scratch_get(void)
 	return tk_vm_buf.lookup(&key);
 }
 
-static __always_inline u32 tk_vm_pcpu_offsets(struct tk_vm_cfg *cfg,
-					      u64 *off, u32 n)
+static __always_inline int tk_vm_pcpu_offset(struct tk_vm_cfg *cfg, u32 cpu,
+					     u64 *off)
 {
-	u32 cpu;
-
-	if (!cfg->pcpu_offsets)
-		return 0;
-	for (cpu = 0; cpu < TK_VM_MAX_CPUS; cpu++) {
-		if (cpu >= n)
-			break;
-		off[cpu] = 0;
-		if (bpf_probe_read_kernel(&off[cpu], sizeof(off[cpu]),
-					  (void *)(cfg->pcpu_offsets +
-						   cpu * sizeof(u64))))
-			return cpu;
-	}
-	return cpu;
+	*off = 0;
+	return cfg->pcpu_offsets &&
+	       !bpf_probe_read_kernel(off, sizeof(*off),
+				      (void *)(cfg->pcpu_offsets +
+					       cpu * sizeof(u64)));
 }
 
 static __always_inline void tk_vm_file_name(struct seq_file *seq,

@@ -78,29 +78,25 @@ static __always_inline u64 tk_vm_addr(const void *p)
 	return addr;
 }
 
-static __always_inline u32 tk_vm_pcpu_offsets(struct tk_vm_cfg *cfg,
-					      u64 *off, u32 n)
+static __always_inline int tk_vm_pcpu_offset(struct tk_vm_cfg *cfg, u32 cpu,
+					     u64 *off)
 {
 	struct bpf_array *arr = (void *)&tk_vm_pcpu;
 	u64 base = 0;
-	u32 key = 0, cpu;
+	u32 key = 0;
+	void *p;
 
+	*off = 0;
 	if (bpf_probe_read_kernel(&base, sizeof(base),
 				  (void *)(tk_vm_addr(arr) +
 				  bpf_core_field_offset(struct bpf_array,
 							pptrs))) || !base)
 		return 0;
-	for (cpu = 0; cpu < TK_VM_MAX_CPUS; cpu++) {
-		void *p;
-
-		if (cpu >= n)
-			break;
-		p = bpf_map_lookup_percpu_elem(&tk_vm_pcpu, &key, cpu);
-		if (!p)
-			return cpu;
-		off[cpu] = tk_vm_addr(p) - base;
-	}
-	return cpu;
+	p = bpf_map_lookup_percpu_elem(&tk_vm_pcpu, &key, cpu);
+	if (!p)
+		return 0;
+	*off = tk_vm_addr(p) - base;
+	return 1;
 }
 
 /*
@@ -197,6 +193,8 @@ static __always_inline void tk_vm_file_name(struct seq_file *seq,
 			break;
 		bpf_probe_read_kernel(&mnt_root, sizeof(mnt_root),
 				      &mnt->mnt.mnt_root);
+		/* no continue: 6.1's verifier refuses the loop clang makes
+		 * of one ("back-edge" from a fall-through) */
 		if (d == mnt_root) {
 			bpf_probe_read_kernel(&up, sizeof(up),
 					      &mnt->mnt_parent);
@@ -205,14 +203,16 @@ static __always_inline void tk_vm_file_name(struct seq_file *seq,
 			bpf_probe_read_kernel(&d, sizeof(d),
 					      &mnt->mnt_mountpoint);
 			mnt = up;
-			continue;
+		} else {
+			bpf_probe_read_kernel(&parent, sizeof(parent),
+					      &d->d_parent);
+			if (!parent || parent == d)
+				break;		/* escaped */
+			bpf_probe_read_kernel(&name, sizeof(name),
+					      &d->d_name.name);
+			TK_SEQ(seq, "/%s", name);
+			d = parent;
 		}
-		bpf_probe_read_kernel(&parent, sizeof(parent), &d->d_parent);
-		if (!parent || parent == d)
-			break;			/* escaped */
-		bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
-		TK_SEQ(seq, "/%s", name);
-		d = parent;
 	}
 	if (i == TK_VM_PATH_DEPTH)
 		TK_SEQ0(seq, "/");
