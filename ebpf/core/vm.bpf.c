@@ -188,13 +188,17 @@ static __always_inline void tk_vm_file_name(struct seq_file *seq,
 	else
 		TK_SEQ0(seq, "tk_rpath:");
 	mnt = (struct mount *)((u64)path.mnt - moff);
+	/*
+	 * Unrolled: as a loop, clang enters it by a jump to its test and
+	 * falls through into that from the latch, a back-edge 6.1's verifier
+	 * refuses ("back-edge from insn 500 to 501"; 6.18 takes it).
+	 */
+#pragma unroll
 	for (i = 0; i < TK_VM_PATH_DEPTH; i++) {
 		if (d == root.dentry && (u64)mnt + moff == (u64)root.mnt)
 			break;
 		bpf_probe_read_kernel(&mnt_root, sizeof(mnt_root),
 				      &mnt->mnt.mnt_root);
-		/* no continue: 6.1's verifier refuses the loop clang makes
-		 * of one ("back-edge" from a fall-through) */
 		if (d == mnt_root) {
 			bpf_probe_read_kernel(&up, sizeof(up),
 					      &mnt->mnt_parent);
