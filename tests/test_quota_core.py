@@ -121,7 +121,11 @@ def test_pinned_quota_set_listed_and_killing_in_three_processes(pins, qhelper):
         w.go()
         rc, out = w.finish()
         assert rc == -signal.SIGKILL and "made" not in out, (rc, out)
-        assert w.p.pid not in listed()          # the exit removed the entry
+        side = core_pins.PinnedQuotas()         # the exit hook removed the entry (no
+        try:                                    # prune: that would hide a missed exit)
+            assert w.p.pid not in side._map.entries(prune=False)
+        finally:
+            side.close()
     finally:
         w.kill()
     cp = tk("quota", "reset", "--backend", "ebpf")
