@@ -130,3 +130,15 @@ def test_quota_files_are_in_the_one_format(tmp_path):
     # the kill record's value stays an int (not 11.0)
     assert (tmp_path / "trials.csv").read_text().splitlines()[1] == \
         f"quota,{results.SCHEMA_VERSION},lkm,files,0,10,killed,1,5.0,11"
+
+
+def test_forkstorm_options_write_the_parameters_the_committed_runs_have():
+    # the options dataclass (toolkit/bench/options.py) replaced 22 loose parameters:
+    # environment.parameters keeps its keys, in order
+    from toolkit.bench.options import ForkstormOptions
+    o = ForkstormOptions(names=["ps"], engines=["auto"], exec_all=True)
+    p = o.parameters("native", engines=[], intervals=[1.0], lifetimes=[0], rates=[0.0],
+                     count=1, repeat=1)
+    old = results.load(REFERENCE / "forkstorm-native-6.18")["environment"]["parameters"]
+    assert list(p) == list(old)
+    assert p["exec_every"] == 1 and p["rate"] == 0.0 and p["part"] == "native"

@@ -44,7 +44,7 @@ def ebpf():
     """vm.c compiled once for this file (the compile is cached per process)."""
     from toolkit.backends import ebpf_vm
     t0 = time.monotonic()
-    ebpf_vm._module()
+    ebpf_vm._walker("bcc")
     print(f"ebpf/vm.c compiled in {time.monotonic() - t0:.0f} s")
 
 
