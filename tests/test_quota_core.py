@@ -321,6 +321,12 @@ def test_watch_shows_the_kill_of_a_pinned_quota(pins, qhelper):
                 break
         assert rec["quota"] == w.ready and rec["quota_value"] == w.ready + 2
         assert rec["quota_kind"] == schema.QUOTA_KINDS["files"]
+        watch.send_signal(signal.SIGINT)                # the closing stats line
+        out, err = watch.communicate(timeout=60)
+        stats = next(json.loads(ln)["stats"] for ln in (out + err).splitlines()
+                     if ln.startswith('{"stats"'))
+        assert stats["events"]["kill"]["delivered"] >= 1, stats["events"]["kill"]
+        assert stats["extra"]["kill_records_dropped"] == 0
     finally:
         w.kill()
         if watch:
