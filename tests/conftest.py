@@ -13,6 +13,7 @@ not interrupt the test. With $TOOLKIT_TEST_LOG set, one line per test is appende
 file as each test ends, so a run killed half-way still says what finished.
 """
 import os
+import re
 import threading
 
 import pytest
@@ -38,6 +39,8 @@ KERNEL_TIMEOUT = _seconds("TOOLKIT_TEST_KERNEL_TIMEOUT", 600)
 VM_TIMEOUT = _seconds("TOOLKIT_TEST_VM_TIMEOUT", 900)
 BACKSTOP_GRACE = _seconds("TOOLKIT_TEST_BACKSTOP_GRACE", 60)
 TEST_LOG = os.environ.get("TOOLKIT_TEST_LOG")
+# a skip reason naming root ("needs root", "verdicts need root", "installs packages: root")
+NEEDS_ROOT = re.compile(r"\broot\b", re.I)
 
 
 def pytest_configure(config):
@@ -116,10 +119,17 @@ def _log(outcome: str, nodeid: str, secs: float = 0.0) -> None:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if CI and rep.skipped and (item.get_closest_marker("kernel") or item.get_closest_marker("core")):
+    if not (CI and rep.skipped):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    if item.get_closest_marker("kernel") or item.get_closest_marker("core"):
         rep.outcome = "failed"
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.longrepr = f"kernel test skipped under CI=true (counts as a failure): {reason}"
+    elif NEEDS_ROOT.search(reason):
+        # a native test that needs root (the interfaces, bench quota...): CI runs as root,
+        # so one skipped for want of it is a failure too
+        rep.outcome = "failed"
+        rep.longrepr = f"test needing root skipped under CI=true (counts as a failure): {reason}"
 
 
 def pytest_runtest_logreport(report):

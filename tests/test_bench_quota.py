@@ -1,4 +1,7 @@
-"""bench quota's summary and report, from synthetic trials (the runs are in the lab)."""
+"""bench quota's summary and report, from synthetic trials; rlimit through the CLI natively
+(the module and cgroup run in the lab: tests/kernel/test_bench_quota_lab.py)."""
+import pytest
+
 from toolkit.bench import quota as bq
 
 
@@ -42,3 +45,48 @@ def test_state_layout_matches_the_workload():
     src = (bq.BENCH_DIR / "quotaload.c").read_text()
     body = src[src.index("struct state {"):src.index("};", src.index("struct state {"))]
     assert body.count("uint64_t ") == 6 == len(bq._STATE.unpack(bytes(bq._STATE.size)))
+
+
+def run_cli(out, mechanisms, *extra):
+    """`toolkit bench quota` as a user runs it: its two tables (rows split on the
+    columns' 2+ blanks), its stderr, and the run directory's summary."""
+    import json
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    toolkit = Path(sys.executable).parent / "toolkit"
+    cp = subprocess.run([str(toolkit), "bench", "quota", "--mechanism", mechanisms,
+                         "--trials", "1", "--rounds", "2", *extra, "--out", str(out)],
+                        capture_output=True, text=True, timeout=600)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert cp.stdout.rstrip().endswith(f"run directory: {out}"), cp.stdout
+    enf_text, cost_text = cp.stdout.split("\n\n")[:2]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in enf_text.splitlines()[2:]]
+    enf = {(r[0], r[1]): dict(zip(["trials", "outcome", "median", "max", "unit"], r[2:7]))
+           for r in rows}
+    cost = [re.split(r"\s{2,}", line.strip()) for line in cost_text.splitlines()[2:]]
+    assert {"trials.csv", "cost.csv", "summary.json", "report.md"} <= \
+        {f.name for f in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    # the table is the summary's
+    assert [(e["mechanism"], e["scenario"], e["outcome"], e["overshoot_max"])
+            for e in summary["enforcement"]] == \
+        [(m, s, v["outcome"], int(v["max"])) for (m, s), v in enf.items()]
+    return cp, enf, cost, summary
+
+
+def test_cli_rlimit_natively(tmp_path):
+    """The kernel's own RLIMIT_DATA / RLIMIT_NOFILE need no module: natively, through
+    the CLI, each limit refuses the crossing call (overshoot <= 0, nobody killed). The
+    module, eBPF's cost and cgroup run in the lab (tests/kernel/test_bench_quota_lab.py)."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("bench quota needs root")
+    _, enf, cost, summary = run_cli(tmp_path / "run", "rlimit", "--calls", "10")
+    assert set(enf) == {("rlimit", s) for s in bq.SCENARIOS}, enf
+    for (_, scen), v in enf.items():
+        assert (v["trials"], v["outcome"]) == ("1", "refused"), (scen, v)
+        assert int(v["max"]) <= 0 and v["unit"] == ("descriptors" if scen == "files"
+                                                   else "bytes"), (scen, v)
+    assert cost == [] and summary["cost"] == []         # rlimit has no per-call cost

@@ -28,10 +28,10 @@ def test_c_after():
 """
 
 
-def run_suite(tmp_path, *args, **env):
+def run_suite(tmp_path, *args, tests=TESTS, **env):
     for f in ("conftest.py", "bounded.py"):
         shutil.copy(HERE / f, tmp_path / f)
-    (tmp_path / "test_hang.py").write_text(TESTS)
+    (tmp_path / "test_hang.py").write_text(tests)
     log = tmp_path / "tests.log"
     e = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "PYTEST_"))}
     e.update(TOOLKIT_TEST_NATIVE="1", TOOLKIT_TEST_LOG=str(log), **env)
@@ -60,6 +60,34 @@ def test_hang_the_signal_cannot_break_is_ended_by_the_backstop(tmp_path):
     # the log says what finished and what was running when pytest was ended
     assert rows == [("start", "test_a_first"), ("passed", "test_a_first"),
                     ("start", "test_b_hangs")], rows
+
+
+SKIPS = """
+import pytest
+
+def test_needs_root():
+    pytest.skip("the interfaces need root")
+
+@pytest.mark.skipif(True, reason="needs root")
+def test_marked_needs_root():
+    pass
+
+def test_other_reason():
+    pytest.skip("tmux not installed")
+"""
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_under_ci_a_native_test_skipped_for_want_of_root_fails(tmp_path, ci):
+    """A native (unmarked) test skipped because it needs root is a failure under CI=true
+    (which runs as root); one skipped for another reason stays skipped."""
+    p, rows = run_suite(tmp_path, "-rA", tests=SKIPS, CI=ci)
+    out = p.stdout + p.stderr
+    want = {"needs_root": "failed" if ci else "skipped",
+            "marked_needs_root": "failed" if ci else "skipped", "other_reason": "skipped"}
+    assert {name.removeprefix("test_"): o for o, name in rows if o != "start"} == want, out
+    if ci:
+        assert "test needing root skipped under CI=true" in out, out
 
 
 def test_every_test_has_a_bound(request):
