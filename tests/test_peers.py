@@ -322,3 +322,28 @@ def test_auditd_beside_a_running_auditd_reads_its_log(tmp_path, monkeypatch):
             daemon.wait(10)
             A.restore(before)
         assert _audit_state() == before
+
+
+@pytest.mark.parametrize("name", ["forkstat", "bpftrace"])
+def test_collector_cpu_confines_the_peers_own_process(name):
+    """--collector-cpu confines what a peer started (its tool's process) beside the reader,
+    and puts both back: the bench's starved-reader sweep starves the whole collector."""
+    from toolkit.bench.cpulimit import CpuLimit
+    needs(name)
+    b, limit = get_backend(name), CpuLimit(30)
+    b.start()
+    try:
+        pids = b.spawned_pids()
+        assert pids and pids == [b.proc.pid]
+        before = {p: Path(f"/proc/{p}/cgroup").read_text() for p in pids + [os.getpid()]}
+        limit.confine(pids)
+        try:
+            for p in pids + [os.getpid()]:
+                assert limit.dir.name in Path(f"/proc/{p}/cgroup").read_text(), p
+        finally:
+            limit.release()
+        assert {p: Path(f"/proc/{p}/cgroup").read_text() for p in before} == before
+    finally:
+        limit.remove()
+        b.stop()
+    assert not limit.dir and b.spawned_pids() == []

@@ -193,6 +193,12 @@ class Backend(abc.ABC):
     def reset_stats(self) -> None:
         raise NotImplementedError
 
+    def spawned_pids(self) -> list[int]:
+        """The live processes this collector started and reads from (a peer tool), which
+        are the collector as much as the reader is: the bench confines them with it
+        (--collector-cpu). Ours run in the kernel and the reader: none."""
+        return []
+
     @abc.abstractmethod
     def stop(self) -> None:
         ...

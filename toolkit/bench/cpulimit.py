@@ -6,7 +6,10 @@ kernel's CFS bandwidth control: cgroup v2 `cpu.max` ("quota period") where the c
 controller is on the unified hierarchy, else its cgroup v1 twin `cpu.cfs_quota_us` /
 `cpu.cfs_period_us` (a hybrid host such as this project's machine, where systemd left the
 cpu controller on v1): the same throttling, so the same experiment. Processes the reader
-starts while confined (ps) inherit the cgroup: they are the collector too.
+starts while confined (ps) inherit the cgroup: they are the collector too, as are the
+processes a peer backend started before (bpftrace, forkstat, a BCC tool's python, a
+private auditd: `Backend.spawned_pids`), moved in beside it. A kernel thread (kauditd)
+and a daemon the toolkit did not start (the system's auditd) are not moved.
 """
 from __future__ import annotations
 
@@ -106,15 +109,36 @@ class CpuLimit:
         self.dir = d
         self.home = self.root / _own_cgroup(self.v2).lstrip("/")
 
-    def confine(self) -> None:
+    def confine(self, spawned: list[int] | tuple = ()) -> None:
+        """Move the reader (this process) into the limited cgroup, with the processes the
+        collector started itself (`spawned`: a peer tool such as bpftrace or a private
+        auditd, which sat in this process's cgroup since it was started here). A process
+        the collector did not start (a system auditd, kauditd) is left where it is: moving
+        it would change the user's system, and a crash would leave it here."""
         if self.dir is None:
             self._setup()
         self.home = self.root / _own_cgroup(self.v2).lstrip("/")
-        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
+        self.spawned = []
+        for pid in (os.getpid(), *spawned):
+            if self._move(self.dir, pid):
+                self.spawned.append(pid)
 
     def release(self) -> None:
         if self.dir is not None and self.home is not None:
-            (self.home / "cgroup.procs").write_text(str(os.getpid()))
+            for pid in getattr(self, "spawned", [os.getpid()]):
+                self._move(self.home, pid)
+            self.spawned = []
+
+    @staticmethod
+    def _move(cgroup: Path, pid: int) -> bool:
+        """Write pid into cgroup; False if the process has gone (ESRCH) meanwhile."""
+        try:
+            (cgroup / "cgroup.procs").write_text(str(pid))
+        except ProcessLookupError:
+            if pid == os.getpid():
+                raise
+            return False
+        return True
 
     def throttled(self) -> dict:
         """cpu.stat of the cgroup (nr_throttled, throttled time): proof the limit bit."""

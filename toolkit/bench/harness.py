@@ -229,9 +229,9 @@ class Harness:
             if b is not None:
                 b.reset_stats()
             if b is not None and self.limit:
-                # the storm is already forked: only the reader (this process, and the ps
-                # it runs) is confined
-                self.limit.confine()
+                # the storm is already forked: only the collector is confined: the reader
+                # (this process, and the ps it runs) and the processes it started (a peer)
+                self.limit.confine(b.spawned_pids())
                 confined = self.limit.throttled()
             t_start = time.monotonic()
             cpu0 = _cpu_self()

@@ -155,6 +155,10 @@ class PeerBackend(Backend):
     def own_pids(self) -> list[int]:
         return [self.proc.pid] if self.proc and self.proc.poll() is None else []
 
+    def spawned_pids(self) -> list[int]:
+        """The tool's process, which this backend started (its threads follow it)."""
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
     def is_ready(self, line: str) -> bool:
         """The line the tool prints once it is attached (a header, READY)."""
         return True
