@@ -33,7 +33,9 @@
  * racing `set` inserted after that hook ran is pruned when the file is next
  * read or written (its task is gone or has exited).
  *
- * The file /proc/toolkit/quota is quota_proc.c.
+ * The hooked functions are include/toolkit_quota.h's TK_QUOTA_KPROBES, the
+ * list the eBPF builds attach too.  The file /proc/toolkit/quota is
+ * quota_proc.c.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -203,29 +205,28 @@ static int tk_quota_files_ret(struct kretprobe_instance *ri,
 	return 0;
 }
 
+/* the pre-handler of each kind of TK_QUOTA_KPROBES' P() entries */
+#define tk_quota_pre_FILES	tk_fd_install_pre
+#define tk_quota_pre_EXIT	tk_quota_exit_pre
+#define TK_QUOTA_KPROBE(kind, sym) \
+	{ .symbol_name = #sym, .pre_handler = tk_quota_pre_##kind },
+#define TK_QUOTA_NO_KRETPROBE(kind, sys)
+
 static struct kprobe tk_quota_kprobes[] = {
-	{ .symbol_name = "fd_install", .pre_handler = tk_fd_install_pre },
-	{ .symbol_name = "do_exit", .pre_handler = tk_quota_exit_pre },
+	TK_QUOTA_KPROBES(TK_QUOTA_KPROBE, TK_QUOTA_NO_KRETPROBE)
 };
 
-#define TK_HEAP_RET(sym)	\
-	{ .kp.symbol_name = sym, .entry_handler = tk_quota_entry, \
-	  .handler = tk_quota_heap_ret }
-#define TK_FILES_RET(sym)	\
-	{ .kp.symbol_name = sym, .entry_handler = tk_quota_entry, \
-	  .handler = tk_quota_files_ret }
+/* the return handler of each kind of TK_QUOTA_KPROBES' R() entries */
+#define tk_quota_ret_HEAP	tk_quota_heap_ret
+#define tk_quota_ret_FILES	tk_quota_files_ret
+#define TK_QUOTA_NO_KPROBE(kind, sym)
+#define TK_QUOTA_KRETPROBE(kind, sys) \
+	{ .kp.symbol_name = "__x64_sys_" #sys, .entry_handler = tk_quota_entry, \
+	  .handler = tk_quota_ret_##kind },
 
 /* x86-64 syscall entry points (compat 32-bit syscalls are not hooked) */
 static struct kretprobe tk_quota_kretprobes[] = {
-	TK_HEAP_RET("__x64_sys_brk"),
-	TK_HEAP_RET("__x64_sys_mmap"),
-	TK_HEAP_RET("__x64_sys_munmap"),
-	TK_HEAP_RET("__x64_sys_mremap"),
-	TK_HEAP_RET("__x64_sys_mprotect"),
-	TK_HEAP_RET("__x64_sys_execve"),	/* the new image's .data/.bss */
-	TK_HEAP_RET("__x64_sys_execveat"),
-	TK_FILES_RET("__x64_sys_dup2"),
-	TK_FILES_RET("__x64_sys_dup3"),
+	TK_QUOTA_KPROBES(TK_QUOTA_NO_KPROBE, TK_QUOTA_KRETPROBE)
 };
 
 static struct kprobe *tk_quota_kp_ptrs[ARRAY_SIZE(tk_quota_kprobes)];

@@ -13,8 +13,9 @@
 #include <linux/spinlock.h>
 
 #include "toolkit_lkm.h"
+#include "toolkit_quota.h"
 
-#define TK_QUOTA_MAX		1024	/* tracked processes */
+#define TK_QUOTA_MAX		TK_QUOTA_ENTRIES	/* tracked processes */
 #define TK_QUOTA_BITS		6	/* 64 hash buckets */
 
 struct tk_quota {

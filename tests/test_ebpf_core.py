@@ -254,9 +254,10 @@ def test_mem_and_top_through_the_core_iterator():
     (["watch", "--backend", "cnproc", "--engine", "core", "--duration", "1"],
      "--engine applies to --backend ebpf only"),
     (["mem", "--backend", "ebpf", "--engine", "gcc"], "Invalid value for '--engine'"),
-    (["inspect", "self", "--backend", "ebpf", "--engine", "core"], "bcc only"),
-    (["quota", "run", "--backend", "ebpf", "--engine", "core", "--heap", "64M", "--", "true"],
-     "bcc only"),
+    (["inspect", "self", "--backend", "lkm", "--engine", "core"],
+     "--engine applies to --backend ebpf only"),
+    (["quota", "run", "--backend", "cnproc", "--engine", "core", "--heap", "64M", "--", "true"],
+     "Invalid value for '--backend'"),
     (["bench", "forkstorm", "--backend", "ebpf", "--engine", "core", "--probe", "tracepoint",
       "--native", "--count", "10", "--repeat", "1"], "none is a hook of the core engine"),
 ])

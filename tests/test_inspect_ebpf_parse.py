@@ -15,7 +15,7 @@ from toolkit.inspect import check
 from toolkit.inspect.layout import parse_layout
 
 DATA = Path(__file__).parent / "data" / "inspect"
-KSYMS = {"pgdir_shift": 1, "special_mapping_vmops": 1}     # present (addresses unused)
+KSYMS = {"special_mapping_name": 1}     # present (the address is unused here)
 
 
 def captured() -> tuple[list[str], list[str], str]:
@@ -94,7 +94,8 @@ def test_backing_files_are_noted_and_checked_by_base_name():
                                             pid, {})
     assert inexact == {start}
     assert any("backing files" in n for n in notes)
-    assert any("assumed 4-level" in n for n in notes)      # no pgdir_shift given
+    assert any("[vdso]/[vvar] shown as anon" in n for n in notes)  # no kallsyms given
+    assert not any("paging" in n for n in notes)    # the capture's tk_geom has the shift
     lay = parse_layout(text)
     for v in lay.vmas:
         v.name_exact = v.start not in inexact
@@ -104,3 +105,38 @@ def test_backing_files_are_noted_and_checked_by_base_name():
     row = next(r for r in check._vma_rows(lay, [check.ProcSample({}, {}, maps)])
                if r.field.startswith("VMAs"))
     assert row.agree, row
+
+
+def test_paging_depth_from_kallsyms_or_task_size():
+    """pgdir_shift and physical_mask from kallsyms where it has data symbols; else the
+    depth from a 64-bit TASK_SIZE (the reader's first: the target may be 32-bit), the
+    frame mask without encryption; each said in a note, never silently."""
+    assert E.paging((48, 0xfffffffffffff)) == (48, 0xfffffffffffff, [])
+    shift, mask, notes = E.paging((0, 0, 0xffffe000, (1 << 47) - 4096))
+    assert (shift, mask) == (39, (1 << 52) - 1) and len(notes) == 2
+    assert "TASK_SIZE" in notes[0] and "4 levels" in notes[0] and "SME" in notes[1]
+    assert E.paging((0, 1 << 40, (1 << 56) - 4096, 0))[0] == 48
+    shift, _, notes = E.paging((0, 1 << 40, 0xffffe000, 0))
+    assert shift == 39 and "assumed 4-level" in notes[0]
+
+
+@pytest.mark.parametrize("field, name, exact", [
+    ("tk_rpath:/libc.so.6/x86_64-linux-gnu/lib/usr", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+     True),
+    ("tk_rpath:", "/", True),
+    ("tk_rpath:d/a.out/tmp", "/tmp/a.out (deleted)", True),
+    ("tk_rpath:s/dev/zero", "/dev/zero (deleted)", True),
+    ("tk_rpath:a/bpf-map", "anon_inode:bpf-map", True),
+    ("tk_rpath:u/x", "/x", False),
+    ("tk_rpath:/c/b/", "/b/c", False),      # cut at the depth bound
+])
+def test_core_path_walk_names(field, name, exact):
+    assert E.rpath(field) == (name, exact)
+    line, ok = E._rpath_vma(f"vma 1000 2000 r--p 0 {field}")
+    assert line == f"vma 1000 2000 r--p 0 {name}" and ok == exact
+
+
+def test_cfg_fields_come_from_the_header():
+    fields = E.cfg_fields()
+    assert fields[:2] == ["pid", "nr_cpu_ids"]
+    assert set(E.KSYMS) <= set(fields)

@@ -190,11 +190,17 @@ def test_version_1_events_files_read_with_the_appended_fields_as_0(tmp_path):
 def test_version_1_reference_events_files_still_read():
     from toolkit.bench import ledger
     from toolkit.paths import RESULTS_DIR
+    from toolkit.schema import RECORD_VERSION
     files = sorted((RESULTS_DIR / "reference").glob("*/events-lkm.csv*"))
-    assert files
+    versions = set()
     for path in files:
         df = ledger.read_events(path)
-        assert len(df) and set(df["record_version"]) == {1} and (df["quota_kind"] == 0).all()
+        v = set(df["record_version"])
+        assert len(df) and len(v) == 1 and v <= {1, RECORD_VERSION}, path
+        if v == {1}:       # version 1 has no quota fields: read as 0
+            assert (df["quota_kind"] == 0).all()
+        versions |= v
+    assert 1 in versions      # the old runs are still there, and still read
 
 
 def _rec(**kw):
@@ -275,3 +281,59 @@ def test_negative_exit_code_and_event_name():
     assert schema.parse_line(schema.format_line(r)).exit_code == -1
     assert r.event == "clone" and r.key == (42, 5)
     assert schema.as_dict(r)["event"] == "clone"
+
+
+QUOTA_C = r"""
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/types.h>
+#include "toolkit_quota.h"
+int main(void)
+{
+	printf("layout %d %llu %d %d\n", TK_QUOTA_LAYOUT,
+	       (unsigned long long)TK_QUOTA_MAGIC, TK_QUOTA_ENTRIES, TK_FD_WORDS);
+	printf("size %zu\n", sizeof(struct tk_quota_value));
+#define V(type, name, doc) printf("value %s %zu %zu\n", #name, \
+	offsetof(struct tk_quota_value, name), \
+	sizeof(((struct tk_quota_value *)0)->name));
+	TK_QUOTA_VALUE_FIELDS(V)
+#define P(kind, sym) printf("hook %s %s kprobe\n", #kind, #sym);
+#define R(kind, sys) printf("hook %s %s kretprobe\n", #kind, #sys);
+	TK_QUOTA_KPROBES(P, R)
+#define T(kind, tp, doc) printf("tp %s %s\n", #kind, #tp);
+	TK_QUOTA_TRACEPOINTS(T)
+#define C(name, index, text) printf("count %s %d\n", text, TK_QCOUNT_##name);
+	TK_QUOTA_COUNTS(C)
+#define M(name, index, text) printf("mark %s %d\n", text, TK_QMARK_##name);
+	TK_QUOTA_MARKS(M)
+	return 0;
+}
+"""
+
+
+def test_the_quota_header_matches_c(tmp_path):
+    """include/toolkit_quota.h: the map value's layout, the hook lists, the counter and
+    marker slots as Python reads them (schema.QUOTA_*), held to the C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    (tmp_path / "q.c").write_text(QUOTA_C)
+    subprocess.run([cc, "-Wall", "-Werror", "-I", str(INCLUDE_DIR), "-o", str(tmp_path / "q"),
+                    str(tmp_path / "q.c")], check=True, timeout=120)
+    out = subprocess.run([str(tmp_path / "q")], capture_output=True, text=True, check=True,
+                         timeout=30).stdout.splitlines()
+    rows = [line.split() for line in out]
+    layout = next(r for r in rows if r[0] == "layout")
+    assert (schema.QUOTA_LAYOUT, schema.QUOTA_MAGIC, schema.QUOTA_ENTRIES,
+            schema.FD_WORDS) == tuple(int(x) for x in layout[1:])
+    assert schema.QUOTA_VALUE_SIZE == int(next(r for r in rows if r[0] == "size")[1])
+    offsets, off = [], 0
+    for name, ctype in schema.QUOTA_VALUE_FIELDS:
+        size = 8 if ctype == "__u64" else 4
+        offsets.append((name, off, size))
+        off += size
+    assert offsets == [(r[1], int(r[2]), int(r[3])) for r in rows if r[0] == "value"]
+    assert list(schema.QUOTA_KPROBES) == [(r[1].lower(), r[2], r[3])
+                                          for r in rows if r[0] == "hook"]
+    assert [(k, t) for k, t, _ in schema.QUOTA_TRACEPOINTS] == [
+        (r[1].lower(), r[2]) for r in rows if r[0] == "tp"]
+    assert schema.QUOTA_COUNTS == {r[1]: int(r[2]) for r in rows if r[0] == "count"}
+    assert schema.QUOTA_MARKS == {r[1]: int(r[2]) for r in rows if r[0] == "mark"}

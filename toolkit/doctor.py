@@ -56,34 +56,53 @@ def bcc_status() -> tuple[bool, str]:
 
 
 def checks(mount: bool = True) -> list[Check]:
+    """Every check, in the order doctor prints them (mount: try to mount tracefs)."""
     rel = sysinfo.release()
     cfg = kernel_config()
-    out: list[Check] = []
     root = os.geteuid() == 0
-    out.append(Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
-                     "run as root (sudo)", ("lkm", "ebpf:bcc", "ebpf:core", "cnproc",
-                                            "taskstats", "acct", *PEERS)))
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    out = [root_check(root), capabilities_check(), modules_check(), *kprobe_checks(cfg),
+           headers_check(rel), btf_check(btf), tracefs_check(mount), bpf_stats_check(),
+           ringbuf_check(rel), bcc_check(), *lockdown_checks()]
+    out += interface_checks(cfg)
+    out += peer_checks(cfg, btf)
+    out.append(leftovers_check())
+    if btf and root:
+        out += core_checks()
+    return out
+
+
+def root_check(root: bool) -> Check:
+    return Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
+                 "run as root (sudo)", ("lkm", "ebpf:bcc", "ebpf:core", "cnproc",
+                                        "taskstats", "acct", *PEERS))
+
+
+def capabilities_check() -> Check:
     caps = cap_effective()
     have = [n for n, bit in CAPS.items() if caps >> bit & 1]
     lacking = [n for n in CAPS if n not in have]
-    out.append(Check("capabilities", OK if not lacking else MISSING,
-                     ", ".join(have) if not lacking else f"lacking {', '.join(lacking)}",
-                     "run as root outside a restricted container", ("lkm", "ebpf:bcc", "ebpf:core")))
+    return Check("capabilities", OK if not lacking else MISSING,
+                 ", ".join(have) if not lacking else f"lacking {', '.join(lacking)}",
+                 "run as root outside a restricted container", ("lkm", "ebpf:bcc", "ebpf:core"))
 
-    # loadable modules
+
+def modules_check() -> Check:
+    """Loadable modules: built in, and loading not switched off."""
     modules = Path("/proc/modules").exists()
     disabled = (sysinfo.read_text("/proc/sys/kernel/modules_disabled") or "0").strip() == "1"
     if not modules:
-        out.append(Check("loadable modules", MISSING, "kernel built without CONFIG_MODULES "
-                         "(/proc/modules absent)", "use a kernel with module support, or --lab",
-                         ("lkm",)))
-    elif disabled:
-        out.append(Check("loadable modules", MISSING, "kernel.modules_disabled=1",
-                         "reboot (the setting is one-way), or --lab", ("lkm",)))
-    else:
-        out.append(Check("loadable modules", OK, "CONFIG_MODULES, loading enabled", "", ("lkm",)))
+        return Check("loadable modules", MISSING, "kernel built without CONFIG_MODULES "
+                     "(/proc/modules absent)", "use a kernel with module support, or --lab",
+                     ("lkm",))
+    if disabled:
+        return Check("loadable modules", MISSING, "kernel.modules_disabled=1",
+                     "reboot (the setting is one-way), or --lab", ("lkm",))
+    return Check("loadable modules", OK, "CONFIG_MODULES, loading enabled", "", ("lkm",))
 
-    # kprobes
+
+def kprobe_checks(cfg: dict[str, str]) -> list[Check]:
+    """kprobes, and the hook symbols in kallsyms (when kallsyms is readable)."""
     hook_syms = list(schema.HOOK_SYMBOLS.values())
     syms = kallsyms_has("register_kprobe", *hook_syms)
     kprobes = syms["register_kprobe"] or cfg.get("CONFIG_KPROBES") == "y"
@@ -92,67 +111,72 @@ def checks(mount: bool = True) -> list[Check]:
               "CONFIG_KPROBES=y in kernel config" if kprobes else
               "no register_kprobe in /proc/kallsyms" if readable else
               "cannot tell (kallsyms unreadable, no kernel config)")
-    out.append(Check("kprobes", OK if kprobes else MISSING, detail,
-                     "use a kernel with CONFIG_KPROBES=y, or --lab",
-                     ("lkm", "ebpf:bcc", "execsnoop")))
+    out = [Check("kprobes", OK if kprobes else MISSING, detail,
+                 "use a kernel with CONFIG_KPROBES=y, or --lab",
+                 ("lkm", "ebpf:bcc", "execsnoop"))]
     hooks = [s for s in hook_syms if not syms[s]]
     if readable:
         out.append(Check("hook symbols", OK if not hooks else MISSING,
                          ", ".join(hook_syms) if not hooks else
                          f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf:bcc")))
+    return out
 
-    out.append(headers_check(rel))
 
-    btf = Path("/sys/kernel/btf/vmlinux").exists()
-    out.append(Check("BTF", OK if btf else MISSING, "/sys/kernel/btf/vmlinux" +
-                     ("" if btf else " missing (no CO-RE engine, no fentry variant)"),
-                     "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --engine bcc",
-                     ("ebpf:core",)))
+def btf_check(btf: bool) -> Check:
+    return Check("BTF", OK if btf else MISSING, "/sys/kernel/btf/vmlinux" +
+                 ("" if btf else " missing (no CO-RE engine, no fentry variant)"),
+                 "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --engine bcc", ("ebpf:core",))
 
+
+def tracefs_check(mount: bool) -> Check:
     err = mount_tracefs() if mount else None
     tdir = tracefs_dir()
-    out.append(Check("tracefs", OK if tdir else MISSING,
-                     str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
-                     "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf:bcc", "bpftrace")))
+    return Check("tracefs", OK if tdir else MISSING,
+                 str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
+                 "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf:bcc", "bpftrace"))
 
+
+def bpf_stats_check() -> Check:
     bpf_stats = Path("/proc/sys/kernel/bpf_stats_enabled").exists()
-    out.append(Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
-                     "kernel.bpf_stats_enabled present" if bpf_stats else
-                     "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
-                     "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf:bcc", "ebpf:core")))
+    return Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
+                 "kernel.bpf_stats_enabled present" if bpf_stats else
+                 "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
+                 "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf:bcc", "ebpf:core"))
 
+
+def ringbuf_check(rel: str) -> Check:
     major, minor = sysinfo.kernel_version(rel)
     ringbuf = (major, minor) >= (5, 8)
-    out.append(Check("BPF ring buffer", OK if ringbuf else WARN,
-                     f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"),
-                     "", ()))
+    return Check("BPF ring buffer", OK if ringbuf else WARN,
+                 f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"),
+                 "", ())
 
+
+def bcc_check() -> Check:
     ok, detail = bcc_status()
-    out.append(Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
-                     "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
-                     "venv with system site packages (bin/setup does both)",
-                     ("ebpf:bcc", *BCC_PEERS)))
+    return Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
+                 "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
+                 "venv with system site packages (bin/setup does both)",
+                 ("ebpf:bcc", *BCC_PEERS))
 
+
+def lockdown_checks() -> list[Check]:
+    """Lockdown and module signing (the module), and lockdown's confidentiality mode
+    (BPF's probe reads)."""
     lock = sysinfo.read_text("/sys/kernel/security/lockdown")
     mode = lock.split("[", 1)[1].split("]", 1)[0] if lock and "[" in lock else "none"
     sig = (sysinfo.read_text("/sys/module/module/parameters/sig_enforce") or "N").strip()
     sb = any(Path("/sys/firmware/efi/efivars").glob("SecureBoot-*")) and _secure_boot_on()
+    state = f"sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}"
     if mode != "none" or sig == "Y":
-        out.append(Check("lockdown / module signing", MISSING,
-                         f"lockdown={mode}, sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}",
-                         "sign the module with an enrolled key (MOK) or use --lab", ("lkm",)))
+        out = [Check("lockdown / module signing", MISSING, f"lockdown={mode}, {state}",
+                     "sign the module with an enrolled key (MOK) or use --lab", ("lkm",))]
     else:
-        out.append(Check("lockdown / module signing", OK,
-                         f"lockdown=none, sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}",
-                         "", ("lkm",)))
+        out = [Check("lockdown / module signing", OK, f"lockdown=none, {state}", "",
+                     ("lkm",))]
     if mode == "confidentiality":
         out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
                          "--lab", ("ebpf:bcc", "ebpf:core")))
-    out += interface_checks(cfg)
-    out += peer_checks(cfg, btf)
-    out.append(leftovers_check())
-    if btf and root:
-        out += core_checks()
     return out
 
 
@@ -205,7 +229,31 @@ def core_checks() -> list[Check]:
     out.append(Check("attach kinds (CO-RE)", OK if lifecycle else MISSING, detail,
                      "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs",
                      ("ebpf:core",)))
+    out.append(core_quota_check(kinds))
+    if "iter_task" in good:     # inspect --engine core: one read of this process
+        from .backends.ebpf_vm import core_inspect_summary
+        works, detail = core_inspect_summary(os.getpid())
+        out.append(Check("inspect (CO-RE)", OK if works else MISSING, detail,
+                         "" if works else "inspect with --engine bcc, or --backend lkm"))
     return out
+
+
+def core_quota_check(kinds: dict[str, str]) -> Check:
+    """Which quota hook set the CO-RE quota programs take on this kernel (kprobes where
+    it has them, else raw tracepoints) and what each quota kind is checked by there;
+    whether quotas are pinned now."""
+    from .backends import quota_pins
+    from .backends.quotas import coverage
+    hooks = "kprobe" if kinds.get("kprobe") == "ok" else \
+        "tracepoint" if kinds.get("raw_tp") == "ok" else None
+    if hooks is None:
+        return Check("quotas (CO-RE)", MISSING, "neither kprobes nor raw tracepoints attach: "
+                     "no quota can be enforced", "", ())
+    cov = coverage(hooks)
+    pinned = "pinned now under " + str(quota_pins.PIN_DIR) if quota_pins.is_pinned() \
+        else "none pinned"
+    return Check("quotas (CO-RE)", OK, f"{hooks} hooks; heap: {cov['heap']}; files: "
+                 f"{cov['files']}; {pinned}", "", ())
 
 
 # The kernel's own process-event interfaces: a config option each, checked from the

@@ -1,34 +1,22 @@
 """Render a bench run directory: the side-by-side table, report.md and the sweep plot.
 
-`toolkit report DIR` re-renders a saved run from its summary.json (the table printed at
-the end of the run, and report.md); `toolkit report DIR1 DIR2` compares two runs. Runs
-whose schema_version is not known here are refused, as pyperf does.
+`toolkit report DIR` re-renders a saved run from its files (the table printed at the end
+of the run, and report.md); `toolkit report DIR1 DIR2` compares two runs of one kind.
+Every kind of run (forkstorm, memgrowth, quota) is read through toolkit/bench/results.py,
+which refuses a kind or a schema_version it does not know, as pyperf does. The forkstorm
+tables are here; memgrowth and quota render through their own modules (render_run).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .bench import results
 from .errors import ReportError
-
-from .bench import ACCEPTED_SCHEMA_VERSIONS as KNOWN_SCHEMA_VERSIONS
 
 
 def load(run_dir: Path | str) -> dict:
-    d = Path(run_dir)
-    f = d / "summary.json" if d.is_dir() else d
-    if not f.exists():
-        raise ReportError(f"{d}: no summary.json here; is this a `toolkit bench` run directory?")
-    try:
-        s = json.loads(f.read_text())
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{f}: not readable JSON ({e})") from None
-    v = s.get("schema_version") if isinstance(s, dict) else None
-    if v not in KNOWN_SCHEMA_VERSIONS:
-        raise ReportError(f"{f}: schema_version {v!r} is not one this toolkit knows "
-                          f"({', '.join(map(str, KNOWN_SCHEMA_VERSIONS))})",
-                          "re-render it with the toolkit version that wrote it")
-    return s
+    """A run's summary.json of any kind (results.load: kind and version checked)."""
+    return results.load(run_dir)
 
 
 # ---------------------------------------------------------------- cells
@@ -380,3 +368,59 @@ def compare(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
             f"cells: {name_a} → {name_b} where they differ\n\n")
     return head + tabulate(rows, headers=["metric", *labels], tablefmt="simple",
                            disable_numparse=True)
+
+
+# ---------------------------------------------------------------- every kind of run
+def render_run(s: dict, run_dir: Path, rewrite: bool = True) -> str:
+    """A memgrowth or quota run's report (markdown), re-rendered from its files; with
+    @rewrite, report.md too. (forkstorm: table(), markdown(), write_report().)"""
+    kind = results.kind_of(s)
+    if kind in ("memgrowth", "memgrowth-compare"):
+        from .bench import memgrowth
+        text = memgrowth.rerender(run_dir, s)
+    elif kind == "quota":
+        from .bench import quota
+        text = quota.report_md(s)
+    else:
+        text = markdown(s)
+    if rewrite:
+        (run_dir / "report.md").write_text(text)
+    return text
+
+
+def compare_any(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
+    """Two runs of one kind side by side (forkstorm: compare())."""
+    ka, kb = results.kind_of(a), results.kind_of(b)
+    if ka != kb:
+        raise ReportError(f"{name_a} is a {ka} run and {name_b} a {kb} run: only runs of "
+                          "one kind compare")
+    if ka == "forkstorm":
+        return compare(a, b, name_a, name_b)
+    ra, rb = _rows_of(a), _rows_of(b)
+    rows = [[k, *[x if x == y else f"{x} → {y}"
+                  for x, y in zip(ra.get(k, ["-"] * 99), rb.get(k, ["-"] * 99))]]
+            for k in [*ra, *(k for k in rb if k not in ra)]]
+    from tabulate import tabulate
+    width = max(len(r) for r in rows) - 1 if rows else 1
+    return (f"{name_a} → {name_b} ({ka}), cells differing as A → B\n\n"
+            + tabulate(rows, headers=["", *_value_headers(ka, width)], tablefmt="simple",
+                       disable_numparse=True))
+
+
+def _value_headers(kind: str, width: int) -> list[str]:
+    if kind == "quota":
+        return ["trials", "outcome", "overshoot median", "overshoot max", "unit",
+                "death ms median", "95% CI"][:width]
+    return ["value"][:width] + [""] * (width - 1)
+
+
+def _rows_of(s: dict) -> dict[str, list[str]]:
+    """One run's figures as labelled rows of cells: quota's enforcement and cost tables,
+    memgrowth's findings."""
+    if results.kind_of(s) == "quota":
+        from .bench import quota
+        enf, _, cost, _ = quota.tables(s)
+        out = {f"{r[0]} {r[1]}": [str(c) for c in r[2:]] for r in enf}
+        out.update({f"{r[0]} {r[1]} added ns": [f"{r[5]} [{r[6]}]"] for r in cost})
+        return out
+    return {k: [str(v)] for k, v in (s.get("findings") or {}).items()}

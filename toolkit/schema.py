@@ -254,3 +254,45 @@ def unpack_proc_rows(buf: bytes) -> list[dict]:
         row["state"] = chr(row["state"]) if 0 < row["state"] < 128 else "?"
         out.append(row)
     return out
+
+
+# ---------------------------------------------------------------- the quota contracts
+# include/toolkit_quota.h: the hooks of both quota hook sets, the eBPF map value, its
+# counter slots and the pinned layout's marker, written once for the module, both eBPF
+# builds and Python (checked against the C compiler by tests/test_schema.py).
+
+QUOTA_HEADER = INCLUDE_DIR / "toolkit_quota.h"
+_QTEXT = _read_header(QUOTA_HEADER)
+QUOTA_LAYOUT = int(_define(_QTEXT, "TK_QUOTA_LAYOUT"))
+QUOTA_MAGIC = int(_define(_QTEXT, "TK_QUOTA_MAGIC").rstrip("ULul"), 0)
+QUOTA_ENTRIES = int(_define(_QTEXT, "TK_QUOTA_ENTRIES"))
+FD_WORDS = int(_define(_QTEXT, "TK_FD_WORDS"))
+# (kind, target, how): kind heap/files/exit; how kprobe (target: a function) or
+# kretprobe (target: a syscall, hooked at __x64_sys_<target>)
+QUOTA_KPROBES = tuple(
+    (kind.lower(), target, "kprobe" if pr == "P" else "kretprobe")
+    for pr, kind, target in re.findall(r"\b([PR])\((\w+),\s*(\w+)\)",
+                                       _define(_QTEXT, r"TK_QUOTA_KPROBES\(P, R\)")))
+# (kind, raw tracepoint, what is checked there): kind all (heap and files) or exit
+QUOTA_TRACEPOINTS = tuple(
+    (kind.lower(), tp, doc) for kind, tp, doc in re.findall(
+        r'T\((\w+),\s*(\w+),\s*"([^"]*)"\)', _define(_QTEXT, r"TK_QUOTA_TRACEPOINTS\(T\)")))
+QUOTA_VALUE_FIELDS = tuple((name, ctype) for ctype, name in re.findall(
+    r'V\((\w+),\s*(\w+),\s*"', _define(_QTEXT, r"TK_QUOTA_VALUE_FIELDS\(V\)")))
+QUOTA_VALUE_FORMAT = "=" + "".join(_CTYPES[c] for _, c in QUOTA_VALUE_FIELDS)
+QUOTA_VALUE_SIZE = struct.calcsize(QUOTA_VALUE_FORMAT)
+QUOTA_COUNTS = {t: int(i) for _, i, t in re.findall(
+    r'C\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(_QTEXT, r"TK_QUOTA_COUNTS\(C\)"))}
+QUOTA_MARKS = {t: int(i) for _, i, t in re.findall(
+    r'M\((\w+),\s*(\d+),\s*"(\w+)"\)', _define(_QTEXT, r"TK_QUOTA_MARKS\(M\)"))}
+
+
+def quota_program(kind: str, target: str, how: str) -> str:
+    """The entry point of one quota hook (ebpf/tk_quota.h): kp_<function>,
+    kr_<syscall>, rt_<tracepoint>."""
+    return {"kprobe": "kp_", "kretprobe": "kr_", "raw_tp": "rt_"}[how] + target
+
+
+def quota_symbol(target: str, how: str) -> str:
+    """The kernel function a kprobe-set hook attaches to."""
+    return f"__x64_sys_{target}" if how == "kretprobe" else target

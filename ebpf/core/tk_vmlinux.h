@@ -48,6 +48,7 @@ struct pt_regs {
 
 /* uapi: enum bpf_map_type, ring buffer flags */
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -124,10 +125,101 @@ struct mm_rss_stat {
 	atomic_long_t count[4];
 };
 
+typedef struct {
+	unsigned long pgd;
+} pgd_t;
+
 struct mm_struct {
+	unsigned long task_size;
+	pgd_t *pgd;
+	int map_count;
 	unsigned long hiwater_rss;
 	unsigned long total_vm;
+	unsigned long locked_vm;
 	unsigned long data_vm;
+	unsigned long exec_vm;
+	unsigned long stack_vm;
+	unsigned long start_code, end_code, start_data, end_data;
+	unsigned long start_brk, brk, start_stack;
+	unsigned long arg_start, arg_end, env_start, env_end;
+};
+
+/* toolkit inspect (vm.bpf.c): VMAs, their files and the files' paths */
+struct hlist_bl_node {
+	struct hlist_bl_node *next, **pprev;
+};
+
+struct qstr {
+	const unsigned char *name;
+};
+
+struct dentry;
+
+struct dentry_operations {
+	char *(*d_dname)(struct dentry *dentry, char *buf, int len);
+};
+
+struct dentry {
+	struct hlist_bl_node d_hash;
+	struct dentry *d_parent;
+	struct qstr d_name;
+	const struct dentry_operations *d_op;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* fs/mount.h: the vfsmount is embedded in it */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
+struct fs_struct {
+	struct path root;
+};
+
+struct file {
+	unsigned int f_mode;
+	struct path f_path;
+};
+
+/* >= 6.8: a file opened by overlayfs on the user's behalf */
+struct backing_file {
+	struct path user_path;
+};
+
+struct vm_area_struct;
+
+struct vm_operations_struct {
+	const char *(*name)(struct vm_area_struct *vma);
+};
+
+struct vm_special_mapping {
+	const char *name;
+};
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct mm_struct *vm_mm;
+	unsigned long vm_flags;
+	const struct vm_operations_struct *vm_ops;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+	void *vm_private_data;
+};
+
+/* a per-CPU array map's struct: pptrs[] is each element's per-CPU base */
+struct bpf_array {
+	void *pptrs[0];
 };
 
 struct mm_struct___pre62 {
@@ -152,6 +244,16 @@ struct signal_struct {
 	unsigned long long sum_sched_runtime;
 };
 
+/* include/linux/fdtable.h */
+struct fdtable {
+	unsigned int max_fds;
+	unsigned long *open_fds;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
 struct task_struct {
 	unsigned int __state;
 	unsigned int flags;
@@ -169,6 +271,8 @@ struct task_struct {
 	u64 start_time;
 	const struct cred *real_cred;
 	char comm[16];
+	struct files_struct *files;
+	struct fs_struct *fs;
 	struct signal_struct *signal;
 };
 

@@ -44,7 +44,7 @@ def ebpf():
     """vm.c compiled once for this file (the compile is cached per process)."""
     from toolkit.backends import ebpf_vm
     t0 = time.monotonic()
-    ebpf_vm._module()
+    ebpf_vm._walker("bcc")
     print(f"ebpf/vm.c compiled in {time.monotonic() - t0:.0f} s")
 
 
@@ -95,40 +95,63 @@ THREADED = ("import sys, threading, time\n"
             "time.sleep(60)\n")
 
 
-def test_lkm_and_ebpf_give_the_same_layout(ebpf):
-    """A stopped process with three threads read through both backends: field by field
-    the same (each VMA once, though every thread shares them). Stopped, it cannot fault,
-    map or grow, so nothing it does moves a counter between the two reads: the tolerance
-    is zero (a kernel reclaiming its pages in between would break that; an idle 4 GiB lab
-    VM does not reclaim)."""
+@pytest.fixture
+def stopped_threaded():
+    """A stopped process with three threads: it cannot fault, map or grow, so nothing it
+    does moves a counter between two reads (a kernel reclaiming its pages in between
+    would; an idle 4 GiB lab VM does not reclaim)."""
     child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE)
     try:
         assert readline(child.stdout, what="the threaded child's ready") == b"ready\n"
         os.kill(child.pid, signal.SIGSTOP)
         assert len(os.listdir(f"/proc/{child.pid}/task")) == 3
-        a, b = read_layout(child.pid, "lkm"), read_layout(child.pid, "ebpf")
-        assert (b.tgid, b.tid, b.comm, b.page_size, b.paging_levels) == \
-            (a.tgid, a.tid, a.comm, a.page_size, a.paging_levels)
-        assert b.regions == a.regions
-        assert b.counters == a.counters
-        # names: whole, except a backing file's the ebpf side could only give by its
-        # real path (6.8+, overlayfs; marked not exact): its base name
-        inexact = {v.start for v in b.vmas if not v.name_exact}
-        assert [(v.start, v.end, v.perms, v.pgoff,
-                 posixpath.basename(v.name) if v.start in inexact else v.name)
-                for v in b.vmas] == \
-            [(v.start, v.end, v.perms, v.pgoff,
-              posixpath.basename(v.name) if v.start in inexact else v.name)
-             for v in a.vmas]
-        # user-half entries exactly; kernel-half raw bits too (the accessed bit of a
-        # kernel entry is the CPU's to set at any time, so flags are compared as names)
-        assert [(e.index, e.start, e.last, e.next_pfn) for e in b.pgd] == \
-            [(e.index, e.start, e.last, e.next_pfn) for e in a.pgd]
-        assert [set(e.flags) - {"accessed"} for e in b.pgd] == \
-            [set(e.flags) - {"accessed"} for e in a.pgd]
+        yield child.pid
     finally:
         child.kill()
         child.wait(30)
+
+
+def assert_same_layout(a, b):
+    """Module layout @a and eBPF layout @b field by field, the tolerance zero; each VMA
+    once, though every thread shares them."""
+    assert (b.tgid, b.tid, b.comm, b.page_size, b.paging_levels) == \
+        (a.tgid, a.tid, a.comm, a.page_size, a.paging_levels)
+    assert b.regions == a.regions
+    assert b.counters == a.counters
+    # names: whole, except a backing file's the ebpf side could only give by its
+    # real path (6.8+, overlayfs; marked not exact): its base name
+    inexact = {v.start for v in b.vmas if not v.name_exact}
+    assert [(v.start, v.end, v.perms, v.pgoff,
+             posixpath.basename(v.name) if v.start in inexact else v.name)
+            for v in b.vmas] == \
+        [(v.start, v.end, v.perms, v.pgoff,
+          posixpath.basename(v.name) if v.start in inexact else v.name)
+         for v in a.vmas]
+    # user-half entries exactly; kernel-half raw bits too (the accessed bit of a
+    # kernel entry is the CPU's to set at any time, so flags are compared as names)
+    assert [(e.index, e.start, e.last, e.next_pfn) for e in b.pgd] == \
+        [(e.index, e.start, e.last, e.next_pfn) for e in a.pgd]
+    assert [set(e.flags) - {"accessed"} for e in b.pgd] == \
+        [set(e.flags) - {"accessed"} for e in a.pgd]
+
+
+def test_lkm_and_ebpf_give_the_same_layout(ebpf, stopped_threaded):
+    """BCC's ebpf/vm.c against the module."""
+    assert_same_layout(read_layout(stopped_threaded, "lkm"),
+                       read_layout(stopped_threaded, "ebpf", "bcc"))
+
+
+def test_lkm_and_ebpf_core_give_the_same_layout(stopped_threaded):
+    """The CO-RE object (loaded, not compiled: no BCC here) against the module, and its
+    --check against /proc: the same layout field for field, every name as maps gives it
+    (CO-RE walks a backing file's user path itself), the check clean."""
+    t0 = time.monotonic()
+    b = read_layout(stopped_threaded, "ebpf", "core")
+    print(f"ebpf/core/build/vm.bpf.o loaded and read in {time.monotonic() - t0:.1f} s")
+    assert_same_layout(read_layout(stopped_threaded, "lkm"), b)
+    assert all(v.name_exact for v in b.vmas) and b.engine.startswith("core")
+    lay, rows = inspect_and_check(stopped_threaded, "ebpf", "core")
+    assert [r for r in rows if not r.agree] == []
 
 
 def test_ebpf_refuses_what_the_module_refuses(ebpf):

@@ -186,6 +186,19 @@ CLI_TIMEOUT = 600
 QUICK_TIMEOUT = 120
 
 
+def test_cli_run_loads_the_module_it_needs(qhelper):
+    """`quota run --backend lkm` in a lab where the module is not loaded loads it and
+    says so, as `toolkit watch --backend lkm` does."""
+    if lkm.is_loaded():
+        lkm.unload()
+    cp = subprocess.run([TOOLKIT, "quota", "run", "--backend", "lkm", "--files", "8", "--",
+                         str(qhelper), "fds", "2"], stdin=subprocess.DEVNULL,
+                        capture_output=True, text=True, timeout=QUICK_TIMEOUT)
+    assert cp.returncode == 0 and "fd 2" in cp.stdout, cp
+    assert "loaded the toolkit_lkm module" in cp.stderr and lkm.is_loaded(), cp.stderr
+    assert "files checked by" in cp.stderr, cp.stderr
+
+
 @pytest.mark.parametrize("backend", ["lkm", "ebpf"])
 def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend):
     # 3 descriptors (stdin, stdout, stderr) at exec: a quota of 3 kills the first open
@@ -226,6 +239,10 @@ def test_cli_set_list_clear(module, qhelper):
         cp = subprocess.run([TOOLKIT, "quota", "clear", str(w.p.pid)],
                             capture_output=True, text=True, timeout=QUICK_TIMEOUT)
         assert cp.returncode == 2 and "no such process" in cp.stderr
+        lkm_quota.write(f"set {w.p.pid} files=50")
+        cp = subprocess.run([TOOLKIT, "quota", "reset", "--backend", "lkm"],
+                            capture_output=True, text=True, timeout=QUICK_TIMEOUT)
+        assert cp.returncode == 0 and not lkm_quota.read()[0], cp
     finally:
         w.go()
         w.finish()

@@ -141,6 +141,9 @@ class Backend(abc.ABC):
     # The quotas capability (`toolkit quota`, `toolkit bench quota`): "module:Class" of
     # a quotas.Quotas implementation, imported when asked; None: not supported.
     quotas_impl: ClassVar[str | None] = None
+    # Where the quotas of quotas_impl die with the command: "module:Class" of the
+    # implementation whose quotas outlive it (`quota set|list|clear|reset`), or None.
+    pinned_quotas_impl: ClassVar[str | None] = None
     # The `layout(pid)` capability (`toolkit inspect`): "module:function" reading one
     # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
     # so that no backend module imports its reader at load time); None: not supported.
@@ -216,19 +219,26 @@ class Backend(abc.ABC):
         return getattr(importlib.import_module(module), func)(pid)
 
     @classmethod
-    def quotas_class(cls):
-        """The class enforcing this backend's quotas (quotas.Quotas); BackendError where
-        there is none."""
-        if cls.quotas_impl is None:
+    def quotas_class(cls, persistent: bool = False):
+        """The class enforcing this backend's quotas (quotas.Quotas); persistent: one
+        whose quotas outlive the command. BackendError where there is none."""
+        impl = (cls.pinned_quotas_impl if persistent else None) or cls.quotas_impl
+        if impl is None:
             raise BackendError(f"the {cls.name} backend enforces no quotas",
                                hint="use --backend " + " or ".join(backends_with("quotas_impl")))
-        module, name = cls.quotas_impl.split(":")
-        return getattr(importlib.import_module(module), name)
+        module, name = impl.split(":")
+        k = getattr(importlib.import_module(module), name)
+        if persistent and not k.persistent:
+            engine = getattr(cls, "engine", "")
+            raise BackendError(f"{cls.name}{f' --engine {engine}' if engine else ''}: quotas "
+                               f"cannot outlive the command ({k.not_persistent_why})",
+                               hint="use `toolkit quota run` there, or another engine")
+        return k
 
     @classmethod
-    def quotas(cls, exclusive: bool = False):
+    def quotas(cls, exclusive: bool = False, load: bool = False, persistent: bool = False):
         """This backend's quotas, attached (quotas.Quotas; close() when done)."""
-        return cls.quotas_class()(exclusive=exclusive)
+        return cls.quotas_class(persistent)(exclusive=exclusive, load=load)
 
     def __enter__(self):
         self.start()
@@ -316,6 +326,38 @@ def backend_class(name: str, engine: str | None = None):
         engine = ENGINES[0]
     module, cls = _target(name, {"engine": engine})[0].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def quotas_class_for(name: str, engine: str | None = None, persistent: bool = False):
+    """The Quotas class of backend `name`: for a backend with engines and no --engine,
+    the engine auto picks (run), or the first engine whose quotas outlive the command
+    (persistent: set, list, clear, reset)."""
+    if name in ENGINE_BACKENDS and engine in (None, "auto"):
+        from . import engines
+        if persistent:
+            for e in engines.ENGINES:
+                cls = backend_class(name, e)
+                if cls.quotas_impl and (cls.pinned_quotas_impl or
+                                        cls.quotas_class().persistent):
+                    return cls.quotas_class(True)
+        engine = engines.resolve(engine)[0]
+    return backend_class(name, engine).quotas_class(persistent)
+
+
+def quota_sides() -> dict[str, tuple[str, str | None]]:
+    """The bench's quota mechanisms that are kernel sides: column label -> (backend,
+    engine), one per engine of a backend with engines (ebpf: BCC, ebpf-core: CO-RE, as
+    engines.label names them), in registry order."""
+    from . import engines
+    out = {}
+    for name in backends_with("quotas_impl"):
+        if name in ENGINE_BACKENDS:
+            for e in engines.ENGINES:
+                if backend_class(name, e).quotas_impl:
+                    out[engines.label(e)] = (name, e)
+        else:
+            out[name] = (name, None)
+    return out
 
 
 def registered_class(name: str):

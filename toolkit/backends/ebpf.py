@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .. import schema, sysinfo
 from ..paths import EBPF_DIR, INCLUDE_DIR
-from . import base, bpf_iter
+from . import base, bpf_iter, quota_pins
 
 SOURCE = EBPF_DIR / "lifecycle.c"
 PROCS_SOURCE = EBPF_DIR / "procs.c"
@@ -366,6 +366,8 @@ class EbpfBackend(base.Backend):
         self._base_progs: dict[str, dict[str, int]] = {}
         self._base_perf_lost = 0
         self._read_lost = 0
+        self._kills = None          # quota_pins.PinnedKills: pinned quotas' kill records
+        self._kills_base = 0
         self._started = False
 
     def describe(self, short: bool = False) -> str:
@@ -487,6 +489,7 @@ class EbpfBackend(base.Backend):
             self._attach(mod)
             self._discard_stale()
             self.reset_stats()
+            self._kills = quota_pins.PinnedKills()
         except BaseException:
             self.stop()
             raise
@@ -500,6 +503,9 @@ class EbpfBackend(base.Backend):
                 self._discard_stale()
             self._mod.in_use = False
             self._mod = None
+        if self._kills:
+            self._kills.close()
+            self._kills = None
         self._bpf_stats.restore()
         self._prog_fds.clear()
         self._started = False
@@ -532,6 +538,8 @@ class EbpfBackend(base.Backend):
         raw, self._mod.sink[:] = list(self._mod.sink), []
         out, short = decode(raw)
         self._read_lost += short
+        if self._kills:
+            out.extend(self._kills.read())      # kills of pinned quotas
         return out
 
     # ---- uid and parent filters ------------------------------------------
@@ -567,12 +575,15 @@ class EbpfBackend(base.Backend):
         self._base_progs = prog_stats(self._prog_fds)
         self._base_perf_lost = self._mod.perf_lost
         self._read_lost = 0
+        self._kills_base = self._kills.delivered if self._kills else 0
 
     def stats(self) -> base.Stats:
         if not self._mod:
             raise base.BackendError("ebpf backend: stats() before start()")
         progs = prog_stats(self._prog_fds)
-        events = events_from_counters(self._raw_counters(), self._base_counters)
+        events = quota_pins.count_kills(
+            events_from_counters(self._raw_counters(), self._base_counters), self._kills,
+            self._kills_base)
         hooks = hook_stats(progs, self._base_progs)
         ncpus = os.cpu_count() or 1
         return base.Stats(
@@ -590,7 +601,8 @@ class EbpfBackend(base.Backend):
                    "compile_s": round(self._mod.compile_s, 2),
                    "bpf_stats_enabled": stats_enabled(),
                    "prog_ids": {n: i.get("prog_id") for n, i in progs.items()},
-                   "ring_fill": "not available from BCC (0 reported)"})
+                   "ring_fill": "not available from BCC (0 reported)",
+                   **quota_pins.kill_ring_stats(self._kills)})
 
     # ---- snapshot -------------------------------------------------------
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .. import schema
-from . import base, libbpf
+from . import base, libbpf, quota_pins
 from .engines import BTF, CORE_BUILD_DIR, CORE_BUILD_HINT, CORE_LIFECYCLE_OBJ
 from .ebpf import (BpfStatsSwitch, check_ppid, check_uid, check_wakeup, decode,
                    events_from_counters, hook_stats, prog_stats, ring_capacity,
@@ -100,6 +100,9 @@ class EbpfCoreBackend(base.Backend):
     default_probe = None        # the first that loads and attaches here
     warmup_note = ""
     snapshot_needs_start = False    # procs.bpf.o, loaded on its own
+    layout_reader = "toolkit.backends.ebpf_vm:read_layout_core"    # core/vm.bpf.o
+    quotas_impl = "toolkit.backends.core_quota:CoreQuotas"          # ebpf/core/quota.bpf.c
+    pinned_quotas_impl = "toolkit.backends.core_pins:PinnedQuotas"  # the same, pinned
 
     def __init__(self, uid: int | None = None, probe: str | None = None,
                  buffer_pages: int | None = None, wakeup: str | None = None,
@@ -134,6 +137,8 @@ class EbpfCoreBackend(base.Backend):
         self._base_counters: dict[int, int] = {}
         self._base_progs: dict = {}
         self._read_lost = 0
+        self._kills = None          # quota_pins.PinnedKills: pinned quotas' kill records
+        self._kills_base = 0
         self.load_s = 0.0
 
     def describe(self, short: bool = False) -> str:
@@ -204,6 +209,7 @@ class EbpfCoreBackend(base.Backend):
                                     + "\n".join(errors or ["(none to try)"]), base.LAB_HINT)
         try:
             self._ring = libbpf.RingBuffer(self._obj.map("tk_events").fd, self._sink)
+            self._kills = quota_pins.PinnedKills()
             self._bpf_stats.enable()
             self.reset_stats()
         except BaseException:
@@ -220,6 +226,9 @@ class EbpfCoreBackend(base.Backend):
         if self._ring:
             self._ring.free()
             self._ring = None
+        if self._kills:
+            self._kills.close()
+            self._kills = None
         if self._obj:
             self._obj.close()
             self._obj = None
@@ -259,6 +268,8 @@ class EbpfCoreBackend(base.Backend):
         raw, self._sink[:] = list(self._sink), []
         out, short = decode(raw)
         self._read_lost += short
+        if self._kills:
+            out.extend(self._kills.read())      # kills of pinned quotas
         return out
 
     # ---- stats ----------------------------------------------------------
@@ -273,6 +284,7 @@ class EbpfCoreBackend(base.Backend):
         self._base_counters = self._raw_counters()
         self._base_progs = prog_stats(self._prog_fds)
         self._read_lost = 0
+        self._kills_base = self._kills.delivered if self._kills else 0
 
     def stats(self) -> base.Stats:
         if not self._obj:
@@ -280,7 +292,9 @@ class EbpfCoreBackend(base.Backend):
         progs = prog_stats(self._prog_fds)
         return base.Stats(
             backend=self.name,
-            events=events_from_counters(self._raw_counters(), self._base_counters),
+            events=quota_pins.count_kills(
+                events_from_counters(self._raw_counters(), self._base_counters),
+                self._kills, self._kills_base),
             hooks=hook_stats(progs, self._base_progs),
             ring_size=self.capacity(), ring_fill=0, lost_in_transport=0,
             read_lost=self._read_lost,
@@ -295,6 +309,7 @@ class EbpfCoreBackend(base.Backend):
                    "load_s": round(self.load_s, 3),
                    "bpf_stats_enabled": stats_enabled(),
                    "prog_ids": {n: i.get("prog_id") for n, i in progs.items()},
+                   **quota_pins.kill_ring_stats(self._kills),
                    "ring_fill": "not read (0 reported)"})
 
     # ---- snapshot -------------------------------------------------------

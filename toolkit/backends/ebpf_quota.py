@@ -1,4 +1,6 @@
-"""Quotas enforced by BPF programs (ebpf/quota.c): the eBPF twin of lkm/quota.c.
+"""Quotas enforced by BCC BPF programs (ebpf/quota.c, the logic of ebpf/tk_quota.h shared
+with the CO-RE build): the eBPF twin of lkm/quota.c, on the kprobe hook set of
+include/toolkit_quota.h (the module's hooks).
 
 ``EbpfQuotas`` compiles and attaches the programs; the quotas live in the tk_quotas
 hash map and hold while this object keeps the programs attached (``close`` detaches
@@ -18,37 +20,42 @@ from .. import schema
 from ..paths import EBPF_DIR, INCLUDE_DIR
 from . import base
 from .ebpf import capture_stderr, compile_source, log_tail, preflight
-from .quotas import QuotaRow, Quotas
+from .quotas import QuotaRow, Quotas, coverage
 
 SOURCE = EBPF_DIR / "quota.c"
-FD_LIMIT = 128 * 64          # TK_FD_WORDS * 64: descriptors the program can count
-HEAP_SYSCALLS = ("brk", "mmap", "munmap", "mremap", "mprotect", "execve", "execveat")
-FILES_SYSCALLS = ("dup2", "dup3")
-CFLAGS = [f"-I{INCLUDE_DIR}", "-Wno-macro-redefined"]
+FD_LIMIT = schema.FD_WORDS * 64      # descriptors the program can count
+CFLAGS = [f"-I{INCLUDE_DIR}", f"-I{EBPF_DIR}", "-Wno-macro-redefined"]
+_CT = {"__u64": ct.c_uint64, "__u32": ct.c_uint32}
 
 
 class _Quota(ct.Structure):
-    _fields_ = [("start_ns", ct.c_uint64), ("heap_quota", ct.c_uint64),
-                ("files_quota", ct.c_uint64), ("killed", ct.c_uint32), ("pad", ct.c_uint32)]
+    """struct tk_quota_value (include/toolkit_quota.h)."""
+    _fields_ = [(name, _CT[ctype]) for name, ctype in schema.QUOTA_VALUE_FIELDS]
 
 
 def _attach(bpf) -> None:
-    bpf.attach_kprobe(event=b"fd_install", fn_name=b"tk_fd_install")
-    bpf.attach_kprobe(event=b"do_exit", fn_name=b"tk_quota_exit")
-    for name in HEAP_SYSCALLS:
-        bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(), fn_name=b"tk_heap_ret")
-    for name in FILES_SYSCALLS:
-        bpf.attach_kretprobe(event=f"__x64_sys_{name}".encode(), fn_name=b"tk_files_ret")
+    """Every hook of TK_QUOTA_KPROBES to its entry point (kp_<fn>, kr_<syscall>)."""
+    for kind, target, how in schema.QUOTA_KPROBES:
+        event = schema.quota_symbol(target, how).encode()
+        fn = schema.quota_program(kind, target, how).encode()
+        if how == "kprobe":
+            bpf.attach_kprobe(event=event, fn_name=fn)
+        else:
+            bpf.attach_kretprobe(event=event, fn_name=fn)
 
 
 class EbpfQuotas(Quotas):
     name = "ebpf"
     persistent = False          # the map goes with the programs, at close()
-    startup_note = "compiling and attaching ebpf/quota.c ..."
+    not_persistent_why = ("BCC attaches kprobes as perf events, which cannot be pinned: "
+                          "the quotas would go with this command")
+    startup_note = "compiling and attaching ebpf/quota.c (BCC) ..."
     files_limit = FD_LIMIT - 1
+    hooks = "kprobe"
 
-    def __init__(self, exclusive: bool = False):
+    def __init__(self, exclusive: bool = False, load: bool = True):
         super().__init__(exclusive)
+        self.load_note = "compiled and attached ebpf/quota.c (BCC, kprobe hooks)"
         preflight(SOURCE)           # the eBPF backend's: root, bcc, headers, the source
         self.bpf = compile_source(SOURCE, CFLAGS, what="ebpf quotas")
         with capture_stderr() as err:
@@ -69,6 +76,9 @@ class EbpfQuotas(Quotas):
             return 0
         self.bpf[b"tk_kills"].open_ring_buffer(on_kill)
         self.table = self.bpf[b"tk_quotas"]
+
+    def coverage(self) -> dict[str, str]:
+        return coverage(self.hooks)
 
     def set(self, pid: int, heap: int | None = None, files: int | None = None) -> None:
         """Quotas for pid (a child the caller has not reaped); keys not given keep theirs."""
@@ -100,8 +110,7 @@ class EbpfQuotas(Quotas):
 
     def counts(self) -> dict[str, int]:
         c = self.bpf[b"tk_quota_counts"]
-        return {"kills": c[ct.c_int(0)].value, "dropped": c[ct.c_int(1)].value,
-                "signal_retries": c[ct.c_int(2)].value}
+        return {name: c[ct.c_int(slot)].value for name, slot in schema.QUOTA_COUNTS.items()}
 
     def kills(self, timeout_ms: int = 0) -> list:
         """Kill records that arrived since the last call."""

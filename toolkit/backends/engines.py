@@ -28,6 +28,9 @@ CORE_BUILD_HINT = "build the CO-RE objects: `make -C ebpf/core` (bin/setup does 
 
 ENGINES = ("bcc", "core")
 CHOICES = ("auto",) + ENGINES
+# Engines whose transport --transport chooses (ring buffer or perf buffer); CO-RE has
+# the ring buffer only
+TRANSPORT_ENGINES = ("bcc",)
 TARGETS = {"bcc": "toolkit.backends.ebpf:EbpfBackend",
            "core": "toolkit.backends.ebpf_core:EbpfCoreBackend"}
 

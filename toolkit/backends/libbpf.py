@@ -32,9 +32,16 @@ LIBBPF_WARN = 0
 _lib = None
 _libc = None
 _log: list[str] = []
+_buf = None
 _log_lock = threading.Lock()
 PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
 SAMPLE_FN = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_size_t)
+
+
+class IterAttachOpts(ct.Structure):
+    """struct bpf_iter_attach_opts (libbpf 1.x): restricts an iterator (link info)."""
+    _fields_ = [("sz", ct.c_size_t), ("link_info", ct.c_void_p),
+                ("link_info_len", ct.c_uint32)]
 
 
 class LibbpfError(BackendError):
@@ -51,10 +58,14 @@ def _print(level, fmt, args):
     """libbpf's print callback: format with vsnprintf, keep warnings and info."""
     if level > 1:           # LIBBPF_DEBUG: far too chatty to keep
         return 0
-    buf = ct.create_string_buffer(4096)
-    _libc.vsnprintf(buf, len(buf), fmt, ct.c_void_p(args))
     with _log_lock:
-        _log.append(buf.value.decode("utf-8", "replace"))
+        # one buffer big enough for a whole verifier log (libbpf prints it as one
+        # message; its error is at the end), allocated once
+        global _buf
+        if _buf is None:
+            _buf = ct.create_string_buffer(1 << 20)
+        _libc.vsnprintf(_buf, len(_buf), fmt, ct.c_void_p(args))
+        _log.append(_buf.value.decode("utf-8", "replace"))
         del _log[:-400]
     return 0
 
@@ -91,6 +102,12 @@ def lib():
     _sig(L, "bpf_map__max_entries", U, P)
     _sig(L, "bpf_map_lookup_elem", I, I, P, P)
     _sig(L, "bpf_map_update_elem", I, I, P, P, ct.c_uint64)
+    _sig(L, "bpf_map_delete_elem", I, I, P)
+    _sig(L, "bpf_map_get_next_key", I, I, P, P)
+    _sig(L, "bpf_obj_pin", I, I, S)
+    _sig(L, "bpf_obj_get", I, S)
+    _sig(L, "bpf_obj_get_info_by_fd", I, I, P, P)
+    _sig(L, "ring_buffer__add", I, P, I, SAMPLE_FN, P)
     _sig(L, "bpf_iter_create", I, I)
     _sig(L, "ring_buffer__new", P, I, SAMPLE_FN, P, P)
     _sig(L, "ring_buffer__poll", I, P, I)
@@ -175,10 +192,17 @@ class Program:
                 raise _fail(f"attaching {self.name}")
         return Link(ptr, self.name)
 
-    def iterate(self, chunk: int = 1 << 16) -> bytes:
-        """Attach an iterator program, walk once, return every byte it wrote."""
+    def iterate(self, link_info=None, chunk: int = 1 << 16) -> bytes:
+        """Attach an iterator program, walk once, return every byte it wrote;
+        `link_info`, a ctypes union bpf_iter_link_info member, restricts the walk (a
+        task iterator to one process: bpf_iter.IterLinkInfoTask)."""
+        opts = None
+        if link_info is not None:
+            opts = IterAttachOpts(ct.sizeof(IterAttachOpts), ct.addressof(link_info),
+                                  ct.sizeof(link_info))
         with captured():
-            ptr = lib().bpf_program__attach_iter(self.ptr, None)
+            ptr = lib().bpf_program__attach_iter(
+                self.ptr, ct.byref(opts) if opts is not None else None)
             if not ptr:
                 raise _fail(f"attaching iterator {self.name}")
         link = Link(ptr, self.name)
@@ -222,6 +246,13 @@ class Map:
         if err:
             raise _fail(f"updating {self.name}[{key}]", err)
 
+    def update_struct(self, key: int, value: ct.Structure) -> None:
+        """Set entry `key` of an array map to a ctypes struct of the value's size."""
+        k = ct.c_uint32(key)
+        err = lib().bpf_map_update_elem(self.fd, ct.byref(k), ct.byref(value), 0)
+        if err:
+            raise _fail(f"updating {self.name}[{key}]", err)
+
     def percpu_u64(self, key: int, ncpus: int) -> list[int]:
         """One u64 per possible CPU of a per-CPU array's entry."""
         k, vals = ct.c_uint32(key), (ct.c_uint64 * ncpus)()
@@ -229,6 +260,81 @@ class Map:
         if err:
             raise _fail(f"reading {self.name}[{key}]", err)
         return list(vals)
+
+
+def pin(fd: int, path: str) -> None:
+    """Pin a map, program or link in bpffs (BPF_OBJ_PIN)."""
+    err = lib().bpf_obj_pin(fd, path.encode())
+    if err:
+        raise _fail(f"pinning {path}", err)
+
+
+def get_pinned(path: str) -> int:
+    """A new descriptor of the object pinned at `path` (BPF_OBJ_GET)."""
+    fd = lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        raise _fail(f"opening the pin {path}", fd)
+    return fd
+
+
+class _MapInfo(ct.Structure):
+    # the head of struct bpf_map_info (uapi/linux/bpf.h), the rest of the buffer zeroed
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
+                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32),
+                ("map_flags", ct.c_uint32), ("name", ct.c_char * 16),
+                ("rest", ct.c_uint8 * 128)]
+
+
+def map_info(fd: int) -> dict:
+    """type, key_size, value_size, max_entries and name of the map behind `fd`."""
+    info, size = _MapInfo(), ct.c_uint32(ct.sizeof(_MapInfo))
+    err = lib().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size))
+    if err:
+        raise _fail("bpf_obj_get_info_by_fd", err)
+    return {"type": info.type, "key_size": info.key_size, "value_size": info.value_size,
+            "max_entries": info.max_entries, "name": info.name.decode(errors="replace")}
+
+
+class MapFd:
+    """A map known by its descriptor alone (a pinned map): bytes in, bytes out."""
+
+    def __init__(self, fd: int, key_size: int, value_size: int, name: str):
+        self.fd, self.key_size, self.value_size, self.name = fd, key_size, value_size, name
+
+    def lookup(self, key: bytes) -> bytes | None:
+        v = ct.create_string_buffer(self.value_size)
+        if lib().bpf_map_lookup_elem(self.fd, key, v):
+            if ct.get_errno() == 2:     # ENOENT
+                return None
+            raise _fail(f"reading {self.name}")
+        return v.raw
+
+    def update(self, key: bytes, value: bytes) -> None:
+        if lib().bpf_map_update_elem(self.fd, key, value, 0):
+            raise _fail(f"updating {self.name}")
+
+    def delete(self, key: bytes) -> bool:
+        """False if there was no such key."""
+        if lib().bpf_map_delete_elem(self.fd, key):
+            if ct.get_errno() == 2:
+                return False
+            raise _fail(f"deleting from {self.name}")
+        return True
+
+    def keys(self) -> list[bytes]:
+        out, prev = [], None
+        nxt = ct.create_string_buffer(self.key_size)
+        while lib().bpf_map_get_next_key(self.fd, prev, nxt) == 0:
+            out.append(nxt.raw)
+            prev = ct.create_string_buffer(nxt.raw, self.key_size)
+            if len(out) > 1 << 20:
+                break
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Object:
@@ -299,6 +405,12 @@ class RingBuffer:
         if n < 0:
             raise _fail("ring_buffer__consume", n)
         return n
+
+    def add(self, map_fd: int) -> None:
+        """One more ring buffer into the same reader (and the same sink)."""
+        err = lib().ring_buffer__add(self.ptr, map_fd, self._cb, None)
+        if err:
+            raise _fail("ring_buffer__add", err)
 
     def free(self) -> None:
         if self.ptr:

@@ -149,6 +149,10 @@ def build_dir(rel: str | None = None) -> Path:
     return Path("/var/tmp/toolkit") / (rel or release()) / "lkm"
 
 
+# include/ headers the module shares with eBPF and Python (copied into a build dir)
+SHARED_HEADERS = ("toolkit_record.h", "toolkit_quota.h")
+
+
 def lab_build_dir(rel: str) -> Path:
     """A build the host prepares for the lab (`toolkit lkm build --release R --for-lab`):
     results/ is the one host directory the guest sees, and building under TCG is slow."""
@@ -159,8 +163,8 @@ def _sources() -> list[tuple[Path, str]]:
     """(source file, path relative to the build dir)."""
     files = sorted(p for p in LKM_DIR.iterdir()
                    if p.suffix in (".c", ".h") or p.name in ("Kbuild", "Makefile"))
-    return [(p, p.name) for p in files] + [(INCLUDE_DIR / "toolkit_record.h",
-                                            "include/toolkit_record.h")]
+    return [(p, p.name) for p in files] + [(INCLUDE_DIR / h, f"include/{h}")
+                                           for h in SHARED_HEADERS]
 
 
 def is_built_for_lab(rel: str) -> bool:

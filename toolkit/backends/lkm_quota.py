@@ -115,12 +115,14 @@ class LkmQuotas(Quotas):
 
     name = "lkm"
     persistent = True
+    hooks = "kprobe"
 
-    def __init__(self, exclusive: bool = False):
-        super().__init__(exclusive)
+    def __init__(self, exclusive: bool = False, load: bool = False):
+        super().__init__(exclusive, load)
+        if (exclusive or load) and not lkm.is_loaded():
+            lkm.load()
+            self.load_note = "loaded the toolkit_lkm module"
         if exclusive:
-            if not lkm.is_loaded():
-                lkm.load()
             lkm.control("events kill", "clear")
 
     def set(self, pid, heap=None, files=None):

@@ -12,6 +12,8 @@ import abc
 import dataclasses
 from typing import ClassVar
 
+from .. import schema
+
 
 @dataclasses.dataclass(frozen=True)
 class QuotaRow:
@@ -27,6 +29,26 @@ class QuotaRow:
     state: str               # tracking, killed-heap, killed-files
 
 
+def coverage(hooks: str) -> dict[str, str]:
+    """What each quota kind is checked by under hook set `hooks`, in words."""
+    if hooks == "kprobe":
+        heap = [t for k, t, _ in schema.QUOTA_KPROBES if k == "heap"]
+        dups = [t for k, t, how in schema.QUOTA_KPROBES if k == "files" and how == "kretprobe"]
+        return {"heap": "mm->data_vm at the return of " + ", ".join(heap)
+                + " (kretprobes on the 64-bit syscalls; 32-bit compat syscalls not hooked)",
+                "files": "open_fds at fd_install() (open/openat/openat2/creat, dup, fcntl "
+                "F_DUPFD, pipe, socket, socketpair, accept, eventfd, epoll_create, "
+                "memfd_create, timerfd, signalfd, inotify, pidfd, SCM_RIGHTS, io_uring's "
+                "openat: every way but dup2/dup3) and at the return of " + ", ".join(dups)}
+    return {"heap": "mm->data_vm at the return of every syscall of the process (raw "
+            "tracepoint sys_exit): brk, mmap, mremap, mprotect, execve... 32-bit ones too",
+            "files": "open_fds at the return of every syscall of the process (raw "
+            "tracepoint sys_exit): every way a syscall makes a descriptor (open..., dup, "
+            "dup2, dup3, fcntl, pipe, socket, accept, eventfd, epoll, memfd, SCM_RIGHTS, "
+            "ioctl, io_uring_enter); a descriptor io_uring's async workers install counts "
+            "at the process's next syscall return"}
+
+
 class Quotas(abc.ABC):
     """set / clear / entries / kills / counts / reset / close; a context manager.
 
@@ -40,11 +62,23 @@ class Quotas(abc.ABC):
     persistent: ClassVar[bool]
     # Said before a slow start (a BCC compile), or None.
     startup_note: ClassVar[str | None] = None
+    # Why quotas of this class cannot outlive the command (persistent False), in words.
+    not_persistent_why: ClassVar[str] = "its quotas live as long as the command"
     # The most descriptors a file quota may name (None: the kernel's own limit).
     files_limit: ClassVar[int | None] = None
+    # The hook set in use: "kprobe" (the module's hooks) or "tracepoint".
+    hooks: str | None = "kprobe"
 
-    def __init__(self, exclusive: bool = False):
+    def __init__(self, exclusive: bool = False, load: bool = False):
+        """load: load what the side needs (the module, the programs) if it is not
+        loaded, and say so in load_note; otherwise a side not loaded is an error (or,
+        for a pinned side, empty)."""
         self.exclusive = exclusive
+        self.load_note: str | None = None
+
+    def coverage(self) -> dict[str, str]:
+        """What each quota kind is checked by on this side, in words (coverage())."""
+        return coverage(self.hooks) if self.hooks else {}
 
     @abc.abstractmethod
     def set(self, pid: int, heap: int | None = None, files: int | None = None) -> None:

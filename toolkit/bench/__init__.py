@@ -7,19 +7,14 @@ backend, reconciled record by record against the ledger, and turned into metrics
   metrics.py    capture, drops vs misses, RSS error, latency, overhead, ps model
   environment.py kernel, virtualization (native/kvm/tcg), CPUs, versions
   harness.py    the interleaved rounds, progress, the run directory
+  results.py    the results format of every kind of run: one version, writer, reader
 """
 from pathlib import Path
 
-# The results format (summary.json's schema_version, also a column of ledger.csv), the
-# versions `toolkit report` reads, and what changed: in this one place, as pyperf keeps it.
-SCHEMA_VERSION = 2
-ACCEPTED_SCHEMA_VERSIONS = (1, 2)
-SCHEMA_HISTORY = {
-    1: "first format: metrics rounded when written (3 decimals, percentages 2)",
-    2: "metrics stored raw (rounded only when rendered); per-round values "
-       "(overhead_pct.per_round, forks_per_s_per_round); truth of exits = children the "
-       "workload reaped (reap_ns > 0)",
-}
+# The results format, for every kind of run (results.py): its version, the versions
+# `toolkit report` reads, and what changed, in one place, as pyperf keeps them.
+from .results import KNOWN_VERSIONS as ACCEPTED_SCHEMA_VERSIONS  # noqa: E402
+from .results import SCHEMA_HISTORY, SCHEMA_VERSION  # noqa: E402,F401
 
 
 def raw_file(path: Path | str) -> Path:

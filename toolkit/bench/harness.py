@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import resource
 import subprocess
@@ -24,9 +23,10 @@ import pandas as pd
 
 from .. import schema
 from ..backends import get_backend
-from ..backends.base import ENGINE_BACKENDS, NATIVE_INTERFACE_BACKENDS, PEER_BACKENDS
+from ..backends.base import ENGINE_BACKENDS
 from ..errors import BackendError, BenchError, WorkloadError
-from . import SCHEMA_VERSION, metrics
+from . import metrics, results
+from .results import SCHEMA_VERSION
 from .cpulimit import CpuLimit
 from .environment import environment
 from .ledger import (EVENT_FIELDS, LEDGER_FIELDS, events_frame, read_ledger,
@@ -94,7 +94,8 @@ def engine_specs(name: str, engines: list[str], probes: list[str] | None,
         for probe in mine:
             opts = {k: v for k, v in (("engine", engine), ("probe", probe),
                                       ("buffer_pages", buffer_pages), ("wakeup", wakeup),
-                                      ("transport", transport if engine == "bcc" else None))
+                                      ("transport", transport if engine in E.TRANSPORT_ENGINES
+                                                     else None))
                     if v}
             tag = "" if probe in (None, cls.default_probe) else f":{probe}"
             specs.append(BackendSpec(E.label(engine) + tag, name, opts))
@@ -106,24 +107,35 @@ def make_specs(backends: list[str], probes: list[str] | None, ps_intervals: list
                transport: str | None = None, rcvbuf: int | None = None,
                engines: list[str] | None = None, wakeup: str | None = None
                ) -> list[BackendSpec]:
+    """One column per backend: per engine and probe for a backend with engines, per
+    interval for a poller; the bench's own options (--ring-size, --rcvbuf) go to the
+    backends that take them."""
+    from ..backends.base import REGISTRY, registered_class
     specs = []
     for b in backends:
-        if b == "lkm":
-            specs.append(BackendSpec("lkm", "lkm", {"ring_size": ring_size} if ring_size else {}))
-        elif b in ENGINE_BACKENDS:
+        if b not in REGISTRY:
+            raise BenchError(f"unknown backend {b!r}")
+        if b in ENGINE_BACKENDS:
             specs += engine_specs(b, engines or ["bcc"], probes, buffer_pages, transport,
                                   wakeup)
-        elif b in NATIVE_INTERFACE_BACKENDS:
-            opts = {"rcvbuf": rcvbuf} if rcvbuf and b in ("cnproc", "taskstats") else {}
-            specs.append(BackendSpec(b, b, opts))
-        elif b in PEER_BACKENDS:
-            specs.append(BackendSpec(b, b, {}))
-        elif b == "ps":
-            for iv in ps_intervals:
-                specs.append(BackendSpec(fmt_interval(iv), "ps", {"interval": iv}, iv))
-        else:
-            raise BenchError(f"unknown backend {b!r}")
+            continue
+        cls = registered_class(b)
+        if cls.polling:
+            specs += [BackendSpec(fmt_interval(iv), b, {"interval": iv}, iv)
+                      for iv in ps_intervals]
+            continue
+        opts = {k: v for k, v in (("ring_size", ring_size), ("rcvbuf", rcvbuf))
+                if v and takes_option(cls, k)}
+        specs.append(BackendSpec(b, b, opts))
     return specs
+
+
+def takes_option(cls, option: str) -> bool:
+    """Does the backend class's constructor name @option (ring_size: lkm; rcvbuf: the
+    netlink backends)? A catch-all **options does not count."""
+    import inspect
+    p = inspect.signature(cls.__init__).parameters.get(option)
+    return p is not None and p.kind is not inspect.Parameter.VAR_KEYWORD
 
 
 @dataclasses.dataclass
@@ -150,6 +162,82 @@ def _log(msg: str) -> None:
 def _cpu_self() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+@dataclasses.dataclass
+class _Reading:
+    """What the harness read during one attached storm."""
+    events: list = dataclasses.field(default_factory=list)   # (receipt_ns, Record)
+    stats: dict | None = None
+    cpu_s: float = 0.0
+    period_s: float | None = None
+    wall_s: float = 0.0
+
+
+class _Attachment:
+    """One storm's backend attached, and everything undone after it: start() on entry;
+    arm() once the held storm has said its pid (the parent filter, zeroed counters, the
+    reader confined); on exit, in this order, the reader released (its throttling
+    measured), the filter off, the backend stopped, and the storm killed if it still
+    runs. With no backend it only looks after the storm."""
+
+    def __init__(self, b, scoped: bool, limit: CpuLimit | None):
+        self.b, self.scoped, self.limit = b, scoped, limit
+        self.proc: subprocess.Popen | None = None
+        self.confined: dict | bool = False
+        self.throttled: dict | None = None    # the cgroup's cpu.stat deltas
+
+    def __enter__(self) -> "_Attachment":
+        if self.b is not None:
+            self.b.start()
+        return self
+
+    def arm(self, storm_pid: int) -> None:
+        if self.b is None:
+            return
+        if self.scoped:
+            self.b.set_ppid_filter(storm_pid)
+        self.b.reset_stats()
+        if self.limit:
+            # the storm is already forked: only the collector is confined: the reader
+            # (this process, and the ps it runs) and the processes it started (a peer)
+            self.limit.confine(self.b.spawned_pids())
+            self.confined = self.limit.throttled()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.confined is not False:
+                self.limit.release()
+                after = self.limit.throttled()
+                self.throttled = {k: v - self.confined.get(k, 0) for k, v in after.items()}
+            if self.b is not None:
+                if self.scoped:
+                    try:
+                        self.b.set_ppid_filter(None)
+                    except BackendError:
+                        pass
+                self.b.stop()
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _spawn_storm(argv: list[str]) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise WorkloadError(f"cannot run forkstorm: {e}") from None
+
+
+def _storm_ready(proc: subprocess.Popen) -> int:
+    """The held storm's pid, from its "ready PID" line."""
+    ready = proc.stdout.readline().split()
+    if len(ready) != 2 or ready[0] != "ready":
+        proc.kill()
+        raise WorkloadError(f"forkstorm did not start: {proc.stderr.read()[-500:]}")
+    return int(ready[1])
 
 
 class Harness:
@@ -195,97 +283,66 @@ class Harness:
     # ---------------------------------------------------------------- one storm
     def storm_once(self, spec: BackendSpec | None, lifetime_ms: int, rnd: int,
                    bins, rate: float | None = None) -> StormRun:
+        """One storm with `spec`'s backend attached (None: nothing attached): the storm
+        starts held (--wait-start), printing its pid and forking nothing until told, so
+        that the backend can be scoped to its children and its counters zeroed first."""
         rate = self.storm.rate if rate is None else rate
         params = dataclasses.replace(self.storm, lifetime_ms=lifetime_ms, rate=rate)
         label = spec.label if spec else NONE
         ledger = self.work / f"ledger-{label}-{lifetime_ms}-{rate:g}-{rnd}.csv"
-        confined = False
         b = self._backend(spec) if spec else None
-        events: list = []
-        stats = None
-        cpu = 0.0
-        period = None
         wall_s, start_s = self._time_ps() if spec and spec.poll else (0.0, 0.0)
+        got = _Reading(wall_s=wall_s)
         scoped = b is not None and not spec.poll and self.scope == "children"
-        if b is not None:
-            b.start()
-        # The storm starts held (--wait-start): it prints its pid and forks nothing until
-        # told, so a backend can be scoped to its children and its counters zeroed first.
-        try:
-            proc = subprocess.Popen(params.argv(bins, ledger) + ["--wait-start"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-        except OSError as e:
-            if b is not None:
-                b.stop()
-            raise WorkloadError(f"cannot run forkstorm: {e}") from None
-        try:
-            ready = proc.stdout.readline().split()
-            if len(ready) != 2 or ready[0] != "ready":
-                proc.kill()
-                raise WorkloadError(f"forkstorm did not start: {proc.stderr.read()[-500:]}")
-            if scoped:
-                b.set_ppid_filter(int(ready[1]))
-            if b is not None:
-                b.reset_stats()
-            if b is not None and self.limit:
-                # the storm is already forked: only the collector is confined: the reader
-                # (this process, and the ps it runs) and the processes it started (a peer)
-                self.limit.confine(b.spawned_pids())
-                confined = self.limit.throttled()
-            t_start = time.monotonic()
-            cpu0 = _cpu_self()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()     # communicate() closes it
+        with _Attachment(b, scoped, self.limit if b is not None else None) as att:
+            att.proc = _spawn_storm(params.argv(bins, ledger) + ["--wait-start"])
+            att.arm(_storm_ready(att.proc))
             if b is None:
-                out, err = proc.communicate()
+                att.proc.stdin.write("go\n")
+                att.proc.stdin.flush()     # communicate() closes it
+                out, err = att.proc.communicate()
             else:
-                while proc.poll() is None:
-                    got = b.read(0.05)
-                    now = time.monotonic_ns()
-                    events.extend((now, r) for r in got)
-                    if self.read_interval and not spec.poll:
-                        time.sleep(self.read_interval)
-                self._drain(b, spec, events)
-                out, err = proc.communicate()
-                cpu = _cpu_self() - cpu0
-                st = b.stats()
-                stats = st.as_dict()
-                cpu += float((st.extra or {}).get("own_cpu_s") or 0.0)   # a peer's processes
-                if spec.poll:
-                    extra = st.extra or {}
-                    cpu += float(extra.get("ps_cpu_s", 0.0))
-                    polls = int(extra.get("polls", 0))
-                    dur = time.monotonic() - t_start
-                    period = max(spec.interval, dur / polls) if polls else spec.interval
-                    # a poll's records arrive when its ps is done: receipt - ts is its
-                    # wall time (fork, exec, startup, listing, reading)
-                    spans = [(rc - r.ts_ns) / 1e9 for rc, r in events]
-                    if spans:
-                        wall_s = max(wall_s, metrics.median(spans))
-        finally:
-            if confined is not False:
-                self.limit.release()
-                after = self.limit.throttled()
-                confined = {k: v - confined.get(k, 0) for k, v in after.items()}
-            if b is not None:
-                if scoped:
-                    try:
-                        b.set_ppid_filter(None)
-                    except BackendError:
-                        pass
-                b.stop()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if proc.returncode != 0:
-            raise WorkloadError(f"forkstorm exited with status {proc.returncode}: "
+                out, err = self._read_storm(b, spec, att.proc, got)
+        if att.proc.returncode != 0:
+            raise WorkloadError(f"forkstorm exited with status {att.proc.returncode}: "
                                 f"{err.strip()[-500:]}")
-        summary = parse_summary(out)
-        rows = read_ledger(ledger)
-        return StormRun(label, lifetime_ms, rnd, summary, rows, events, stats, cpu, period,
-                        max(0.0, wall_s - start_s), wall_s, rate,
-                        confined if isinstance(confined, dict) else None)
+        return StormRun(label, lifetime_ms, rnd, parse_summary(out), read_ledger(ledger),
+                        got.events, got.stats, got.cpu_s, got.period_s,
+                        max(0.0, got.wall_s - start_s), got.wall_s, rate, att.throttled)
+
+    def _read_storm(self, b, spec: BackendSpec, proc, got: "_Reading") -> tuple[str, str]:
+        """Let the held storm go and read the backend until it ends, then drain it;
+        each batch is stamped with its receipt time. Fills `got`: the records, the
+        backend's counters, the collector's CPU and, for a poller, its real period and
+        ps's wall time. forkstorm's (stdout, stderr)."""
+        t_start = time.monotonic()
+        cpu0 = _cpu_self()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()     # communicate() closes it
+        while proc.poll() is None:
+            batch = b.read(0.05)
+            now = time.monotonic_ns()
+            got.events.extend((now, r) for r in batch)
+            if self.read_interval and not spec.poll:
+                time.sleep(self.read_interval)
+        self._drain(b, spec, got.events)
+        out, err = proc.communicate()
+        got.cpu_s = _cpu_self() - cpu0
+        st = b.stats()
+        got.stats = st.as_dict()
+        extra = st.extra or {}
+        got.cpu_s += float(extra.get("own_cpu_s") or 0.0)   # a peer's processes
+        if spec.poll:
+            got.cpu_s += float(extra.get("ps_cpu_s", 0.0))
+            polls = int(extra.get("polls", 0))
+            dur = time.monotonic() - t_start
+            got.period_s = max(spec.interval, dur / polls) if polls else spec.interval
+            # a poll's records arrive when its ps is done: receipt - ts is its wall time
+            # (fork, exec, startup, listing, reading)
+            spans = [(rc - r.ts_ns) / 1e9 for rc, r in got.events]
+            if spans:
+                got.wall_s = max(got.wall_s, metrics.median(spans))
+        return out, err
 
     @staticmethod
     def _time_ps(n: int = 3) -> tuple[float, float]:
@@ -378,75 +435,78 @@ class Harness:
                          tol_ns=max(TOL_NS, spec._attr("time_slack_ns", 0)))
 
     def summarize(self) -> dict:
+        """summary.json: every storm reconciled, then each backend's metrics over all its
+        storms, per lifetime (the sweep) and per rate (the rate sweep)."""
         specs = {s.label: s for s in self.specs}
-        recon = {}
-        for i, r in enumerate(self.runs):
-            if r.label != NONE:
-                recon[i] = self._reconcile(r, specs[r.label])
-        self._recon = recon
-        base = {(r.lifetime_ms, r.rate, r.round): r.summary["forks_per_s"]
-                for r in self.runs if r.label == NONE}
-
-        def caps_of(label, lifetime=None, rate=None):
-            return [metrics.Capture(recon[i], poll=specs[label].poll, stats=r.stats,
-                                    cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s,
-                                    scan_s=r.scan_s, wall_s=r.wall_s)
-                    for i, r in enumerate(self.runs)
-                    if r.label == label and (lifetime is None or r.lifetime_ms == lifetime)
-                    and (rate is None or r.rate == rate)]
-
-        def fields(spec):
-            return {"provides": spec.provides, "receipt_timed": spec.receipt_timed,
-                    "event_types": spec.event_types}
-
-        backends = {}
-        for spec in self.specs:
-            mine = [r for r in self.runs if r.label == spec.label]
-            att = {(r.lifetime_ms, r.rate, r.round): r.summary["forks_per_s"] for r in mine}
-            m = metrics.backend_metrics(caps_of(spec.label), metrics.slowdowns(base, att),
-                                        [r.summary["forks_per_s"] for r in mine],
-                                        **fields(spec))
-            backends[spec.label] = {"backend": spec.name, "options": spec.options, **m}
-        sweep = []
-        for lt in self.lifetimes:
-            entry = {"lifetime_ms": lt, "backends": {}}
-            for spec in self.specs:
-                m = metrics.backend_metrics(caps_of(spec.label, lt), **fields(spec))
-                e = {"capture": m["capture"], "dropped": m["dropped"]}
-                if spec.poll:
-                    pm = m["ps_model"]
-                    e["predicted_fork_capture"] = pm["predicted_fork_capture"]
-                    e["predicted_low"], e["predicted_high"] = (pm["predicted_low"],
-                                                               pm["predicted_high"])
-                entry["backends"][spec.label] = e
-            sweep.append(entry)
-        rate_sweep = []
-        for rate in (self.rates if len(self.rates) > 1 else []):
-            mine = [r for r in self.runs if r.rate == rate]
-            entry = {"rate": rate, "forks_per_s": metrics.median(
-                [r.summary["forks_per_s"] for r in mine if r.label == NONE]),
-                     "backends": {}}
-            for spec in self.specs:
-                m = metrics.backend_metrics(caps_of(spec.label, rate=rate), **fields(spec))
-                entry["backends"][spec.label] = {
-                    k: m[k] for k in ("capture", "missed", "dropped", "dropped_by_type",
-                                      "never_seen", "forks_per_s")}
-            rate_sweep.append(entry)
-        truth = metrics_truth(self.runs)
+        self._recon = {i: self._reconcile(r, specs[r.label])
+                       for i, r in enumerate(self.runs) if r.label != NONE}
         none_tput = [r.summary["forks_per_s"] for r in self.runs if r.label == NONE]
         return {
+            "kind": "forkstorm",
             "schema_version": SCHEMA_VERSION,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(self.parameters),
-            "truth": truth,
+            "truth": metrics_truth(self.runs),
             "baseline": {"forks_per_s": metrics.median(none_tput), "storms": len(none_tput)},
-            "backends": backends,
-            "sweep": sweep,
-            "rate_sweep": rate_sweep,
+            "backends": {spec.label: self._backend_entry(spec) for spec in self.specs},
+            "sweep": [self._sweep_entry(lt) for lt in self.lifetimes],
+            "rate_sweep": [self._rate_entry(rate)
+                           for rate in (self.rates if len(self.rates) > 1 else [])],
             "collector_cpu": self.limit.describe() if self.limit else None,
             "runs": [self._run_entry(i, r) for i, r in enumerate(self.runs)],
             "children": sum(len(r.rows) for r in self.runs),
         }
+
+    def _metrics(self, spec: BackendSpec, lifetime: int | None = None,
+                 rate: float | None = None, **overhead) -> dict:
+        """metrics.backend_metrics over `spec`'s storms (of one lifetime, one rate)."""
+        caps = [metrics.Capture(self._recon[i], poll=spec.poll, stats=r.stats,
+                                cpu_s=r.cpu_s, records=len(r.events), period_s=r.period_s,
+                                scan_s=r.scan_s, wall_s=r.wall_s)
+                for i, r in enumerate(self.runs)
+                if r.label == spec.label and (lifetime is None or r.lifetime_ms == lifetime)
+                and (rate is None or r.rate == rate)]
+        return metrics.backend_metrics(caps, **overhead, provides=spec.provides,
+                                       receipt_timed=spec.receipt_timed,
+                                       event_types=spec.event_types)
+
+    def _backend_entry(self, spec: BackendSpec) -> dict:
+        """summary.json's backends.<label>: every storm of it, with its slowdown against
+        each round's own `none` storm."""
+        def key(r):
+            return (r.lifetime_ms, r.rate, r.round)
+        base = {key(r): r.summary["forks_per_s"] for r in self.runs if r.label == NONE}
+        mine = [r for r in self.runs if r.label == spec.label]
+        att = {key(r): r.summary["forks_per_s"] for r in mine}
+        m = self._metrics(spec, slowdowns_pct=metrics.slowdowns(base, att),
+                          forks_per_s=[r.summary["forks_per_s"] for r in mine])
+        return {"backend": spec.name, "options": spec.options, **m}
+
+    def _sweep_entry(self, lt: int) -> dict:
+        """One lifetime of the sweep: capture and drops, and a poller's model."""
+        entry = {"lifetime_ms": lt, "backends": {}}
+        for spec in self.specs:
+            m = self._metrics(spec, lifetime=lt)
+            e = {"capture": m["capture"], "dropped": m["dropped"]}
+            if spec.poll:
+                pm = m["ps_model"]
+                e["predicted_fork_capture"] = pm["predicted_fork_capture"]
+                e["predicted_low"], e["predicted_high"] = (pm["predicted_low"],
+                                                           pm["predicted_high"])
+            entry["backends"][spec.label] = e
+        return entry
+
+    def _rate_entry(self, rate: float) -> dict:
+        """One rate of the rate sweep: the achieved rate, capture, misses and drops."""
+        tput = [r.summary["forks_per_s"] for r in self.runs
+                if r.rate == rate and r.label == NONE]
+        entry = {"rate": rate, "forks_per_s": metrics.median(tput), "backends": {}}
+        for spec in self.specs:
+            m = self._metrics(spec, rate=rate)
+            entry["backends"][spec.label] = {
+                k: m[k] for k in ("capture", "missed", "dropped", "dropped_by_type",
+                                  "never_seen", "forks_per_s")}
+        return entry
 
     def _run_entry(self, i: int, r: StormRun) -> dict:
         e = {"backend": r.label, "lifetime_ms": r.lifetime_ms, "rate": r.rate,
@@ -480,12 +540,12 @@ class Harness:
                 led[f"seen_{t}"] = (led["idx"].map(dict(zip(rc.ledger["idx"],
                                                              seen[f"seen_{t}"])))
                                     .astype("Int64") if rc else pd.NA)
-            ledgers.append(led.assign(schema_version=SCHEMA_VERSION, backend=r.label,
-                                      lifetime_ms=r.lifetime_ms, round=r.round,
-                                      storm_pid=r.summary["pid"]))
-        cols = ["schema_version", "backend", "lifetime_ms", "round", "storm_pid",
+            ledgers.append(led.assign(backend=r.label, lifetime_ms=r.lifetime_ms,
+                                      round=r.round, storm_pid=r.summary["pid"]))
+        cols = ["backend", "lifetime_ms", "round", "storm_pid",
                 *LEDGER_FIELDS, *(f"seen_{t}" for t in TYPES)]
-        pd.concat(ledgers, ignore_index=True)[cols].to_csv(d / "ledger.csv", index=False)
+        results.write_csv(pd.concat(ledgers, ignore_index=True)[cols], d / "ledger.csv",
+                          "forkstorm")
         for spec in self.specs:
             frames = [events_frame(r.events).assign(
                           record_version=schema.RECORD_VERSION, lifetime_ms=r.lifetime_ms,
@@ -494,8 +554,8 @@ class Harness:
             ev = pd.concat(frames, ignore_index=True) if frames else events_frame([])
             ev = ev.reindex(columns=["record_version", "lifetime_ms", "round", "storm_pid",
                                      *EVENT_FIELDS])
-            ev.to_csv(d / f"events-{spec.label}.csv", index=False)
-        (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            results.write_csv(ev, d / f"events-{spec.label}.csv", "forkstorm")
+        results.write_summary(d, "forkstorm", summary)
         from .. import report
         report.write_report(d, summary)
         for f in self.work.glob("*"):

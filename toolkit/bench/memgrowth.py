@@ -9,16 +9,15 @@ malloc'd, stack against recursion depth, RSS against pages touched).
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from .. import sysinfo
 from ..errors import BenchError
-from . import raw_file
+from . import raw_file, results
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1      # steps.csv and summary.json before the one results format (v3)
 KIB = 1024
 
 
@@ -140,19 +139,16 @@ def findings(steps: list[Step]) -> dict:
 
 def write_csv(steps: list[Step], path: Path) -> None:
     import pandas as pd
-    df = pd.DataFrame([dataclasses.asdict(s) for s in steps])
-    df.insert(0, "format_version", FORMAT_VERSION)
-    df.to_csv(path, index=False)
+    results.write_csv(pd.DataFrame([dataclasses.asdict(s) for s in steps]), path,
+                      "memgrowth")
 
 
 def read_csv(path: Path) -> list[Step]:
     """steps.csv (or steps.csv.gz) back into Steps (for re-rendering a run and for the
     unit tests)."""
     import pandas as pd
-    df = pd.read_csv(raw_file(path))
-    if int(df["format_version"].iloc[0]) != FORMAT_VERSION:
-        raise BenchError(f"{path}: steps format {df['format_version'].iloc[0]}, "
-                         f"this toolkit reads {FORMAT_VERSION}")
+    df = results.check_csv(pd.read_csv(raw_file(path)), path, "memgrowth",
+                           legacy=("format_version", (FORMAT_VERSION,)))
     names = [f.name for f in dataclasses.fields(Step)]
     return [Step(**{k: (str(r[k]) if k == "name" else int(r[k])) for k in names})
             for _, r in df.iterrows()]
@@ -293,10 +289,8 @@ def _write_one(out_dir: Path, steps: list[Step], backend: str, params: dict) -> 
     write_csv(steps, out_dir / "steps.csv")
     plot(steps, out_dir / "memgrowth.png", backend)
     (out_dir / "report.md").write_text(report(steps, f, backend, params))
-    summary = {"format": "toolkit-memgrowth", "version": FORMAT_VERSION,
-               "params": {**params, "backend": backend}, "findings": f}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+    return results.write_summary(out_dir, "memgrowth",
+                                 {"params": {**params, "backend": backend}, "findings": f})
 
 
 def memgrowth(out_dir: Path, backends: str | list[str] = "lkm", echo=print) -> dict:
@@ -318,9 +312,17 @@ def memgrowth(out_dir: Path, backends: str | list[str] = "lkm", echo=print) -> d
     per = {b: _write_one(out_dir / b, runs[b], b, params) for b in backends}
     diffs = compare(runs)
     (out_dir / "report.md").write_text(compare_report(runs, diffs, params))
-    summary = {"format": "toolkit-memgrowth-compare", "version": FORMAT_VERSION,
-               "params": params, "differences": diffs,
-               "findings": per[backends[0]]["findings"],
-               "per_backend": {b: per[b]["findings"] for b in backends}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+    return results.write_summary(out_dir, "memgrowth-compare", {
+        "params": params, "differences": diffs, "findings": per[backends[0]]["findings"],
+        "per_backend": {b: per[b]["findings"] for b in backends}})
+
+
+def rerender(run_dir: Path, s: dict) -> str:
+    """report.md's text again, from the run's steps.csv (per backend for a comparison)
+    and its summary (`toolkit report`)."""
+    params = s["params"]
+    if results.kind_of(s) == "memgrowth":
+        steps = read_csv(run_dir / "steps.csv")
+        return report(steps, findings(steps), params["backend"], params)
+    runs = {b: read_csv(run_dir / b / "steps.csv") for b in params["backends"]}
+    return compare_report(runs, s.get("differences") or compare(runs), params)

@@ -113,12 +113,172 @@ def _sum_by_type(dicts) -> dict[str, int]:
 
 UNTYPED = "untyped"     # drops of unknown event type (base.UNTYPED)
 
+# summary.json's key order for one backend (as written before the split into steps)
+SUMMARY_KEYS = (
+    "truth", "capture", "captured", "missed", "dropped", "dropped_by_type",
+    "dropped_untyped", "fields", "never_seen", "misses_equal_drops", "seen_by_type",
+    "filtered_by_type", "seen_other", "dropped_other", "duplicates", "unmatched",
+    "exit_code_agreement", "rss_error_pct", "peak_rss_error_pct", "latency_ms",
+    "overhead_pct", "forks_per_s", "forks_per_s_per_round", "records", "cpu_s",
+    "cpu_s_per_1k_events", "ns_per_event", "hooks", "lost_in_transport", "read_lost",
+    "hook_missed", "ring_size", "ps_model")
 
-def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = None,
-                    forks_per_s: list[float] | None = None,
-                    provides: list[str] | None = None, receipt_timed: bool = False,
-                    event_types: list[str] | None = None) -> dict:
-    """Aggregate the captures of one backend (all its rounds) into its summary entry.
+
+@dataclasses.dataclass
+class BackendSummary:
+    """One backend's figures over all its rounds, in groups, each filled by one step
+    below; as_dict() gives its summary.json entry (flat, as the format has it)."""
+    capture: dict        # truth, capture, captured, missed, duplicates, unmatched
+    drops: dict          # dropped*, never_seen, seen/filtered/other, transport losses
+    errors: dict         # exit_code_agreement, rss_error_pct, peak_rss_error_pct
+    latency: dict        # latency_ms
+    overhead: dict       # overhead_pct, forks_per_s*, records, CPU, in-kernel ns, hooks
+    fields: list[str] | None = None     # the record fields the backend fills (None: all)
+    ps_model: dict | None = None        # pollers only: the model's prediction
+
+    def as_dict(self) -> dict:
+        flat = {**self.capture, **self.drops, **self.errors, "latency_ms": self.latency,
+                **self.overhead, "fields": self.fields}
+        if self.ps_model is not None:
+            flat["ps_model"] = self.ps_model
+        return {k: flat[k] for k in SUMMARY_KEYS if k in flat}
+
+
+def _capture_step(caps: list[Capture], m: pd.DataFrame, sees: list[str]) -> dict:
+    """Matched / truth per event type; the types the interface does not report at all
+    have no capture (None) and no misses."""
+    truth = _sum_by_type(c.recon.truth for c in caps)
+    captured = {t: int((m["t"] == t).sum()) for t in TYPES}
+    return {"truth": truth,
+            "capture": {t: (captured[t] / truth[t] if truth[t] and t in sees else None)
+                        for t in TYPES},
+            "captured": captured,
+            "missed": {t: truth[t] - captured[t] for t in sees},
+            "duplicates": _sum_by_type(c.recon.duplicates for c in caps),
+            "unmatched": _sum_by_type(c.recon.unmatched for c in caps)}
+
+
+def _drops_step(stats: list[dict], truth: dict, missed: dict, sees: list[str]) -> dict:
+    """The backend's own drop counters beside its misses: what they explain (never_seen
+    is the rest) and what the hooks saw beyond the ledger. The storm process itself,
+    the harness and the rest of the machine are such events (with --scope children
+    they end up filtered, not dropped): drops beyond the ledger's misses can only be
+    those."""
+    drops = _counter_by_type(stats, "dropped")
+    untyped = drops.get(UNTYPED, 0)   # lost messages of unknown type (cnproc seq gaps)
+    dropped = sum(drops.get(t, 0) for t in TYPES) + untyped
+    unexplained = sum(max(0, missed[t] - drops.get(t, 0)) for t in sees)
+    seen = _counter_by_type(stats, "seen")
+    seen_other = {t: seen.get(t, 0) - truth[t] for t in sees} if stats else {}
+    if stats and untyped:
+        seen_other[UNTYPED] = seen.get(UNTYPED, 0)
+    dropped_other = {}
+    if stats:
+        dropped_other = {t: drops.get(t, 0) - missed.get(t, 0) for t in sees}
+        if untyped:
+            dropped_other[UNTYPED] = untyped - unexplained
+    return {
+        "dropped": dropped, "dropped_by_type": drops, "dropped_untyped": untyped,
+        "never_seen": max(0, unexplained - untyped),
+        "misses_equal_drops": sum(missed.values()) == dropped,
+        "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
+        "filtered_by_type": ({t: v for t, v in _counter_by_type(stats, "filtered").items()
+                              if t in TYPES} if stats else {}),
+        "seen_other": seen_other, "dropped_other": dropped_other,
+        "lost_in_transport": sum(s.get("lost_in_transport", 0) for s in stats),
+        "read_lost": sum(s.get("read_lost", 0) for s in stats),
+        "hook_missed": sum(s.get("missed", 0) for s in stats),
+        "ring_size": max((s.get("ring_size", 0) for s in stats), default=0)}
+
+
+def _errors_step(m: pd.DataFrame, has) -> dict:
+    """Exit codes and RSS / peak RSS at exit against the child's own figures; a field
+    the backend does not fill compares nothing (None, "-"), never a zero. Pollers have
+    no exit code or peak of their own (their exit is the last poll's view)."""
+    kernel = ~m["poll"].astype(bool)
+    ended = (m["t"] == "exit") & (m["l_exit_ns"] != 0)
+    ex = m[ended] if has("rss_kib") else m.iloc[0:0]
+    rss_err = _err_pct(ex["rss_kib"], ex["l_rss_kib"])[ex["l_rss_kib"] != 0]
+    kex = m[ended & kernel] if has("hiwater_rss_kib") else m.iloc[0:0]
+    peak_err = _err_pct(kex["hiwater_rss_kib"], kex["l_hwm_kib"])[kex["l_hwm_kib"] != 0]
+    kexits = m[(m["t"] == "exit") & kernel]
+    if not has("exit_code"):
+        kexits = kexits.iloc[0:0]
+    codes_ok = int((kexits["exit_code"] == kexits["l_exit_status"]).sum())
+    return {
+        "exit_code_agreement": codes_ok / len(kexits) if len(kexits) else None,
+        "rss_error_pct": {**_pcts(rss_err), "vs": "VmRSS", "n": int(len(rss_err))},
+        "peak_rss_error_pct": {**_pcts(peak_err), "vs": "VmHWM", "n": int(len(peak_err))}}
+
+
+def _latency_step(m: pd.DataFrame, poll: bool, receipt_timed: bool) -> dict:
+    """Receipt time minus event time. Kernel backends: from the record's own time. A
+    poller's times are poll times, and a receipt-timed record (taskstats and acct
+    exits; forkstat's forks and execs too) carries none: measure those from the
+    ledger's event time (exit for exits, fork for the rest)."""
+    ledger_time = m["poll"].astype(bool) | receipt_timed
+    ref = m["ts_ns"].where(~ledger_time,
+                           m["l_exit_ns"].where(m["t"] == "exit", m["l_forked_ns"]))
+    lat = ((m["receipt_ns"] - ref) / 1e6)[ref != 0]
+    return {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
+            "from": "ledger event time to receipt (poll times are not event "
+                    "times)" if poll else "ledger exit time to receipt (the "
+                    "records carry no event time)" if receipt_timed else
+                    "record ts_ns to receipt",
+            "n": int(len(lat))}
+
+
+def _overhead_step(caps: list[Capture], stats: list[dict], poll: bool,
+                   slowdowns_pct: list[float], forks_per_s: list[float]) -> dict:
+    """What watching costs: the storm's slowdown (median, bootstrap CI, per round),
+    the collector's CPU per 1,000 records, the hooks' in-kernel time per event."""
+    hooks = [h for s in stats for h in s.get("hooks", [])]
+    hook_count = sum(h.get("count", 0) for h in hooks)
+    hook_ns = sum(h.get("total_ns", 0) for h in hooks)
+    records = sum(c.records for c in caps)
+    cpu = sum(c.cpu_s for c in caps)
+    ci = bootstrap_median_ci(slowdowns_pct)
+    return {
+        "overhead_pct": {"median": median(slowdowns_pct),
+                         "ci95_low": ci[0], "ci95_high": ci[1],
+                         "rounds": len(slowdowns_pct),
+                         "per_round": list(slowdowns_pct)},
+        "forks_per_s": median(forks_per_s),
+        "forks_per_s_per_round": list(forks_per_s),
+        "records": records,
+        "cpu_s": cpu,
+        "cpu_s_per_1k_events": cpu / records * 1000 if records else None,
+        "ns_per_event": None if poll or not hook_count else hook_ns / hook_count,
+        "hooks": _hooks(stats)}
+
+
+def _ps_model_step(caps: list[Capture], measured_fork_capture: float | None) -> dict:
+    """A poller's expected fork capture (ps_predicted_capture, weighted by each round's
+    forks) at the measured scan lag, and its bounds, beside the measured capture."""
+    def weighted(scan_of):
+        preds = [(ps_predicted_capture(c.recon.ledger, c.period_s or 0, scan_of(c)),
+                  c.recon.truth["fork"]) for c in caps]
+        n = sum(w for p, w in preds if p is not None)
+        return sum(p * w for p, w in preds if p is not None) / n if n else None
+    return {
+        "predicted_fork_capture": weighted(lambda c: c.scan_s),
+        "predicted_low": weighted(lambda c: max(c.wall_s, c.scan_s)),
+        "predicted_high": weighted(lambda c: 0.0),
+        "measured_fork_capture": measured_fork_capture,
+        "period_s": median([c.period_s for c in caps if c.period_s]),
+        "scan_s": median([c.scan_s for c in caps]),
+        "ps_wall_s": median([c.wall_s for c in caps]),
+        "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
+        "model": "mean of min(1, max(0, visible - scan) / period); scan = ps wall time "
+                 "- `ps --version` wall time; low/high: scan = wall time / 0",
+    }
+
+
+def summarize_backend(caps: list[Capture], slowdowns_pct: list[float] | None = None,
+                      forks_per_s: list[float] | None = None,
+                      provides: list[str] | None = None, receipt_timed: bool = False,
+                      event_types: list[str] | None = None) -> BackendSummary:
+    """Aggregate the captures of one backend (all its rounds) into its BackendSummary.
     Values are raw (unrounded): the report rounds when it renders.
     provides: the record fields the backend fills (None: all); a comparison that needs
     a field it lacks is None ("-"), not a zero. event_types: the types the interface
@@ -127,116 +287,26 @@ def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = Non
     has = (lambda f: True) if provides is None else (lambda f: f in provides)
     sees = [t for t in TYPES if event_types is None or t in event_types]
     poll = any(c.poll for c in caps)
-    truth = _sum_by_type(c.recon.truth for c in caps)
     m = _matched(caps)
-    captured = {t: int((m["t"] == t).sum()) for t in TYPES}
-    dups = _sum_by_type(c.recon.duplicates for c in caps)
-    unmatched = _sum_by_type(c.recon.unmatched for c in caps)
-    # latency: kernel backends from the record's own time; ps times are poll times, so
-    # measure from the ledger's event time (exit for exits, fork for the rest)
-    # (taskstats/acct exits too: their times are receipt times)
-    ledger_time = m["poll"].astype(bool) | receipt_timed   # (forkstat: forks, execs too)
-    ref = m["ts_ns"].where(~ledger_time,
-                           m["l_exit_ns"].where(m["t"] == "exit", m["l_forked_ns"]))
-    lat = ((m["receipt_ns"] - ref) / 1e6)[ref != 0]
-    ex = m[(m["t"] == "exit") & (m["l_exit_ns"] != 0)]
-    if not has("rss_kib"):
-        ex = ex.iloc[0:0]
-    rss_err = _err_pct(ex["rss_kib"], ex["l_rss_kib"])[ex["l_rss_kib"] != 0]
-    kex = m[(m["t"] == "exit") & (m["l_exit_ns"] != 0) & ~m["poll"].astype(bool)]
-    if not has("hiwater_rss_kib"):
-        kex = kex.iloc[0:0]
-    peak_err = _err_pct(kex["hiwater_rss_kib"], kex["l_hwm_kib"])[kex["l_hwm_kib"] != 0]
-    kexits = m[(m["t"] == "exit") & ~m["poll"].astype(bool)]
-    if not has("exit_code"):
-        kexits = kexits.iloc[0:0]
-    codes_ok = int((kexits["exit_code"] == kexits["l_exit_status"]).sum())
-
     stats = [c.stats for c in caps if c.stats]
-    drops = _counter_by_type(stats, "dropped")
-    missed = {t: truth[t] - captured[t] for t in sees}
-    untyped = drops.get(UNTYPED, 0)   # lost messages of unknown type (cnproc seq gaps)
-    dropped = sum(drops.get(t, 0) for t in TYPES) + untyped
-    never_seen = max(0, sum(max(0, missed[t] - drops.get(t, 0)) for t in sees) - untyped)
-    # What the hooks saw beyond the ledger (the storm process itself, the harness, the
-    # rest of the machine; with --scope children these end up filtered, not dropped):
-    # drops beyond the ledger's misses can only be such events.
-    seen = _counter_by_type(stats, "seen")
-    seen_other = {t: seen.get(t, 0) - truth[t] for t in sees} if stats else {}
-    if stats and untyped:
-        seen_other[UNTYPED] = seen.get(UNTYPED, 0)
-    hook_count = sum(h.get("count", 0) for s in stats for h in s.get("hooks", []))
-    hook_ns = sum(h.get("total_ns", 0) for s in stats for h in s.get("hooks", []))
-    records = sum(c.records for c in caps)
-    cpu = sum(c.cpu_s for c in caps)
-    ci = bootstrap_median_ci(slowdowns_pct or [])
-    out = {
-        "truth": truth,
-        "capture": {t: (captured[t] / truth[t] if truth[t] and t in sees else None)
-                    for t in TYPES},
-        "captured": captured,
-        "missed": missed,
-        "dropped": dropped,
-        "dropped_by_type": drops,
-        "dropped_untyped": untyped,
-        "fields": provides,
-        "never_seen": never_seen,
-        "misses_equal_drops": sum(missed.values()) == dropped,
-        "seen_by_type": {t: seen.get(t, 0) for t in TYPES} if stats else {},
-        "filtered_by_type": ({t: v for t, v in _counter_by_type(stats, "filtered").items()
-                              if t in TYPES} if stats else {}),
-        "seen_other": seen_other,
-        "dropped_other": ({t: drops.get(t, 0) - missed.get(t, 0) for t in sees}
-                          | ({UNTYPED: untyped - sum(max(0, missed[t] - drops.get(t, 0))
-                                                     for t in sees)} if untyped else {})
-                          if stats else {}),
-        "duplicates": dups,
-        "unmatched": unmatched,
-        "exit_code_agreement": codes_ok / len(kexits) if len(kexits) else None,
-        "rss_error_pct": {**_pcts(rss_err), "vs": "VmRSS", "n": int(len(rss_err))},
-        "peak_rss_error_pct": {**_pcts(peak_err), "vs": "VmHWM", "n": int(len(peak_err))},
-        "latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                       "from": "ledger event time to receipt (poll times are not event "
-                               "times)" if poll else "ledger exit time to receipt (the "
-                               "records carry no event time)" if receipt_timed else
-                               "record ts_ns to receipt",
-                       "n": int(len(lat))},
-        "overhead_pct": {"median": median(slowdowns_pct or []),
-                         "ci95_low": ci[0], "ci95_high": ci[1],
-                         "rounds": len(slowdowns_pct or []),
-                         "per_round": list(slowdowns_pct or [])},
-        "forks_per_s": median(forks_per_s or []),
-        "forks_per_s_per_round": list(forks_per_s or []),
-        "records": records,
-        "cpu_s": cpu,
-        "cpu_s_per_1k_events": cpu / records * 1000 if records else None,
-        "ns_per_event": None if poll or not hook_count else hook_ns / hook_count,
-        "hooks": _hooks(stats),
-        "lost_in_transport": sum(s.get("lost_in_transport", 0) for s in stats),
-        "read_lost": sum(s.get("read_lost", 0) for s in stats),
-        "hook_missed": sum(s.get("missed", 0) for s in stats),
-        "ring_size": max((s.get("ring_size", 0) for s in stats), default=0),
-    }
-    if poll:
-        def weighted(scan_of):
-            preds = [(ps_predicted_capture(c.recon.ledger, c.period_s or 0, scan_of(c)),
-                      c.recon.truth["fork"]) for c in caps]
-            n = sum(w for p, w in preds if p is not None)
-            return sum(p * w for p, w in preds if p is not None) / n if n else None
-        periods = [c.period_s for c in caps if c.period_s]
-        out["ps_model"] = {
-            "predicted_fork_capture": weighted(lambda c: c.scan_s),
-            "predicted_low": weighted(lambda c: max(c.wall_s, c.scan_s)),
-            "predicted_high": weighted(lambda c: 0.0),
-            "measured_fork_capture": out["capture"]["fork"],
-            "period_s": median(periods),
-            "scan_s": median([c.scan_s for c in caps]),
-            "ps_wall_s": median([c.wall_s for c in caps]),
-            "visible": "fork_ns to exit_ns (a zombie has VSZ 0 and is not listed)",
-            "model": "mean of min(1, max(0, visible - scan) / period); scan = ps wall time "
-                     "- `ps --version` wall time; low/high: scan = wall time / 0",
-        }
-    return out
+    capture = _capture_step(caps, m, sees)
+    return BackendSummary(
+        capture=capture,
+        drops=_drops_step(stats, capture["truth"], capture["missed"], sees),
+        errors=_errors_step(m, has),
+        latency=_latency_step(m, poll, receipt_timed),
+        overhead=_overhead_step(caps, stats, poll, slowdowns_pct or [], forks_per_s or []),
+        fields=provides,
+        ps_model=_ps_model_step(caps, capture["capture"]["fork"]) if poll else None)
+
+
+def backend_metrics(caps: list[Capture], slowdowns_pct: list[float] | None = None,
+                    forks_per_s: list[float] | None = None,
+                    provides: list[str] | None = None, receipt_timed: bool = False,
+                    event_types: list[str] | None = None) -> dict:
+    """summarize_backend(...) as its summary.json entry (a flat dict)."""
+    return summarize_backend(caps, slowdowns_pct, forks_per_s, provides, receipt_timed,
+                             event_types).as_dict()
 
 
 def _hooks(stats: list[dict]) -> list[dict]:

@@ -17,9 +17,7 @@ paired (on - off) differences, with a bootstrap 95% CI.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
 import random
 import resource
@@ -32,13 +30,14 @@ import time
 from pathlib import Path
 
 from .. import schema
-from ..backends.base import backends_with, registered_class
+from ..backends.base import quota_sides, quotas_class_for
 from ..errors import BenchError, WorkloadError
 from ..paths import BENCH_DIR, RESULTS_DIR
+from . import results
 from .metrics import bootstrap_median_ci, median
 
-CSV_VERSION = 1
-QUOTA_SIDES = tuple(backends_with("quotas_impl"))     # the kernel sides: lkm, ebpf
+# the kernel sides: lkm, ebpf (BCC), ebpf-core (CO-RE) -> (backend, engine)
+QUOTA_SIDES = quota_sides()
 MECHANISMS = (*QUOTA_SIDES, "rlimit", "cgroup")
 SCENARIOS = ("heap-brk", "heap-mmap", "files")
 COST_OPS = ("brk", "mmap", "munmap", "openat", "close")
@@ -103,7 +102,9 @@ class Enforcers:
         try:
             for mech in mechanisms:
                 if mech in QUOTA_SIDES:
-                    self.quotas[mech] = registered_class(mech).quotas(exclusive=True)
+                    backend, engine = QUOTA_SIDES[mech]
+                    self.quotas[mech] = quotas_class_for(backend, engine)(exclusive=True,
+                                                                          load=True)
             if "cgroup" in mechanisms:
                 self._make_cgroup()
         except BaseException:
@@ -217,8 +218,8 @@ def run_cost(enf: Enforcers, exe: Path, mech: str, rounds: int, n: int, rng) -> 
 
 
 def summarize(trials: list[Trial], cost_rows: list[dict]) -> dict:
-    out: dict = {"csv_version": CSV_VERSION, "record_version": schema.RECORD_VERSION,
-                 "enforcement": [], "cost": []}
+    out: dict = {"kind": "quota", "schema_version": results.SCHEMA_VERSION,
+                 "record_version": schema.RECORD_VERSION, "enforcement": [], "cost": []}
     keys = sorted({(t.mechanism, t.scenario) for t in trials},
                   key=lambda k: (MECHANISMS.index(k[0]), SCENARIOS.index(k[1])))
     for mech, scen in keys:
@@ -319,35 +320,37 @@ def run(mechanisms, trials: int, rounds: int, cost_n: int, out_dir: Path | None,
             if mech in enf.quotas:
                 progress(f"{mech} cost: {rounds} interleaved rounds of {cost_n} calls each")
                 cost_rows += run_cost(enf, exe, mech, rounds, cost_n, rng)
-        # the results format's ebpf_counts (version 1): the BPF side's own counters
-        ebpf_counts = enf.quotas["ebpf"].counts() if "ebpf" in enf.quotas else None
+        # every kernel side's own counters (the BPF side's: kill records its ring
+        # dropped, signals retried; the module's: probes missed)
+        counts = {mech: side.counts() for mech, side in enf.quotas.items()}
     finally:
         enf.close()
         shutil.rmtree(state_dir, ignore_errors=True)
     summary = summarize(all_trials, cost_rows)
-    # kill records the BPF ring dropped, signals retried (ebpf/quota.c's counters)
-    summary["ebpf_counts"] = ebpf_counts
+    summary["counts"] = counts
     summary["params"] = {"mechanisms": mechanisms, "trials": trials, "rounds": rounds,
                          "cost_calls": cost_n, "step_kib": STEP_KIB,
                          "heap_margin": HEAP_MARGIN, "files_margin": FILES_MARGIN,
                          "kernel": os.uname().release}
-    with open(out_dir / "trials.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        fields = [fl.name for fl in dataclasses.fields(Trial)]
-        w.writerow(["csv_version"] + fields)
-        for t in all_trials:
-            w.writerow([CSV_VERSION] + [getattr(t, k) for k in fields])
-    with open(out_dir / "cost.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["csv_version", "mechanism", "round", "state", *COST_OPS])
-        for r in cost_rows:
-            w.writerow([CSV_VERSION, r["mechanism"], r["round"], r["state"],
-                        *[r[op] for op in COST_OPS]])
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_files(out_dir, summary, all_trials, cost_rows)
     if summary["cost"]:
         plot(summary, out_dir / "cost.png")
     (out_dir / "report.md").write_text(report_md(summary))
     return out_dir, summary
+
+
+def _write_files(out_dir: Path, summary: dict, trials: list[Trial],
+                 cost_rows: list[dict]) -> None:
+    """trials.csv, cost.csv and summary.json, in the one results format."""
+    import pandas as pd
+    rows = pd.DataFrame([dataclasses.asdict(t) for t in trials],
+                        columns=[f.name for f in dataclasses.fields(Trial)])
+    # an int or nothing (not a float): the kill record's value where there was one
+    results.write_csv(rows.astype({"kill_value": "Int64"}), out_dir / "trials.csv", "quota")
+    results.write_csv(pd.DataFrame(cost_rows,
+                                   columns=["mechanism", "round", "state", *COST_OPS]),
+                      out_dir / "cost.csv", "quota")
+    results.write_summary(out_dir, "quota", summary, indent=2)
 
 
 def report_md(summary: dict) -> str:

@@ -4,6 +4,7 @@ Heavy imports (the harness, tabulate, matplotlib) happen inside the commands.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -93,10 +94,7 @@ def bench():
 @click.option("--kernel", default=None,
               help="Run in the lab on this kernel: a release prefix (6.1, 6.12) or a vmlinuz "
                    "path (implies --lab; `toolkit lab info` lists them).")
-def forkstorm(backends, probe, engine, wakeup, ps_interval, count, rate, collector_cpu,
-              concurrency, lifetime, exec_all, exec_every, threads, alloc_mib, repeat,
-              ring_size, buffer_pages, rcvbuf, transport, read_interval, scope, out, where,
-              kernel):
+def forkstorm(**cli):
     """Fork storm with a ground-truth ledger, under each backend, side by side.
 
     Each round runs the storm with nothing attached, then under each backend in turn;
@@ -108,22 +106,10 @@ def forkstorm(backends, probe, engine, wakeup, ps_interval, count, rate, collect
     --lifetime sweep) to the run directory.
     """
     from .. import lab as L
-    names = parse_backends(backends)
-    engines = parse_list(engine, "--engine", allowed=engine_choices())
-    probes = parse_list(probe, "--probe", allowed=probe_variants()) if probe else None
-    if buffer_pages and buffer_pages & (buffer_pages - 1):
-        raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
-    if collector_cpu is not None and not 0 < collector_cpu <= 100:
-        raise click.BadParameter(f"{collector_cpu:g}: must be a share of one CPU in percent, "
-                                 "> 0 and <= 100", param_hint="--collector-cpu")
-    args = dict(names=names, engines=engines, probes=probes, wakeup=wakeup,
-                ps_interval=ps_interval, count=count, rate=rate, collector_cpu=collector_cpu,
-                concurrency=concurrency, lifetime=lifetime, exec_all=exec_all,
-                exec_every=exec_every, threads=threads, alloc_mib=alloc_mib, repeat=repeat,
-                ring_size=ring_size, buffer_pages=buffer_pages, rcvbuf=rcvbuf,
-                transport=transport, read_interval=read_interval, scope=scope, out=out)
+    o = _options(cli)
+    where, kernel, out = cli["where"], cli["kernel"], o.out
     if L.in_lab():
-        return _run_part(args, "lab")
+        return _run_part(o, "lab")
     if kernel and where is False:
         raise ToolkitError("--kernel picks a lab kernel: it cannot go with --native")
     if kernel:
@@ -131,23 +117,42 @@ def forkstorm(backends, probe, engine, wakeup, ps_interval, count, rate, collect
     if kernel or where is True:
         _check_out(out)
         rerun_in_lab(f" ({'--kernel ' + kernel if kernel else '--lab given'})", kernel=kernel)
-    native, lab = split_parts(names, engines)
+    native, lab = split_parts(o.names, o.engines)
     if where is False and native and lab:     # --native: part 1 alone
         left = [b for b in lab["names"] if b not in native["names"]]
         click.echo(f"bench: --native: natively {', '.join(native['names'])}"
                    + (f"; left out (lab only): {', '.join(left)}" if left else ""), err=True)
-        return _run_part({**args, **native}, "native")
+        return _run_part(dataclasses.replace(o, **native), "native")
     if where is False or not lab:
-        return _run_part(args, "native")
+        return _run_part(o, "native")
     _check_out(out)
     reason = needs_lab(lab["names"], engines=lab["engines"])
     if native:
         click.echo(f"bench: part 1 of 2, natively: {', '.join(native['names'])}"
                    f" (engines {','.join(native['engines']) or '-'}); part 2 in the lab: "
                    f"{', '.join(lab['names'])} ({reason})", err=True)
-        _run_part({**args, **native, "out": _part_out(out, "native")}, "native")
+        _run_part(dataclasses.replace(o, **native, out=_part_out(out, "native")), "native")
     status = _lab_part(lab, out if not native else _part_out(out, "lab"), reason)
     sys.exit(status)
+
+
+def _options(cli: dict):
+    """The command line's options, checked, as one ForkstormOptions."""
+    from ..bench.options import ForkstormOptions
+    buffer_pages, collector_cpu = cli["buffer_pages"], cli["collector_cpu"]
+    names = parse_backends(cli["backends"])
+    engines = parse_list(cli["engine"], "--engine", allowed=engine_choices())
+    probes = (parse_list(cli["probe"], "--probe", allowed=probe_variants())
+              if cli["probe"] else None)
+    if buffer_pages and buffer_pages & (buffer_pages - 1):
+        raise click.BadParameter("must be a power of two", param_hint="--buffer-pages")
+    if collector_cpu is not None and not 0 < collector_cpu <= 100:
+        raise click.BadParameter(f"{collector_cpu:g}: must be a share of one CPU in percent, "
+                                 "> 0 and <= 100", param_hint="--collector-cpu")
+    rest = {k: v for k, v in cli.items()
+            if k not in ("backends", "engine", "probe", "where", "kernel")}
+    return ForkstormOptions(names=names, engines=engines,
+                            probes=probes, **rest)
 
 
 def split_parts(names: list[str], engines: list[str]) -> tuple[dict | None, dict | None]:
@@ -211,52 +216,51 @@ def _lab_part(lab: dict, out: str, reason: str | None) -> int:
     return L.run(["toolkit", *argv])
 
 
-def _run_part(a: dict, where: str) -> None:
+def _run_part(o, where: str) -> None:
     """One part of the bench, here: native or (inside the VM) lab defaults."""
     from .. import paths
-    from ..backends import engines as E
-    from ..backends.base import ENGINE_BACKENDS
     from ..bench import harness as H
     from ..bench.workload import StormParams
     d = DEFAULTS[where]
-    count, repeat = a["count"] or d["count"], a["repeat"] or d["repeat"]
-    engines = [e for e in E.ENGINES if _engine_native(e)] if "auto" in a["engines"] \
-        else a["engines"]
-    intervals = parse_list(a["ps_interval"], "--ps-interval", convert=float,
-                           check=lambda v: v > 0, must="> 0")
-    lifetimes = parse_list(a["lifetime"], "--lifetime", convert=int,
-                           check=lambda v: v >= 0, must=">= 0")
-    rates = parse_list(a["rate"], "--rate", convert=float, check=lambda v: v >= 0,
-                       must=">= 0")
-    if len(rates) > 1 and 0 in rates:
-        raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
-                                 "give rates > 0", param_hint="--rate")
-    if set(a["names"]) & set(ENGINE_BACKENDS) and not engines:
-        raise ToolkitError("bench: no eBPF engine can run here (`toolkit doctor`)")
-    exec_every = 1 if a["exec_all"] else a["exec_every"]
-    params = {"backends": a["names"], "engines": engines, "probes": a["probes"],
-              "wakeup": a["wakeup"], "ps_intervals": intervals, "count": count,
-              "rate": rates if len(rates) > 1 else rates[0],
-              "collector_cpu": a["collector_cpu"], "concurrency": a["concurrency"],
-              "lifetime_ms": lifetimes, "exec_every": exec_every, "threads": a["threads"],
-              "alloc_mib": a["alloc_mib"], "repeat": repeat, "ring_size": a["ring_size"],
-              "buffer_pages": a["buffer_pages"], "rcvbuf": a["rcvbuf"],
-              "transport": a["transport"], "read_interval": a["read_interval"],
-              "scope": a["scope"], "part": where, "argv": sys.argv[1:]}
-    storm = StormParams(count=count, rate=rates[0], concurrency=a["concurrency"],
-                        exec_every=exec_every, threads=a["threads"], alloc_mib=a["alloc_mib"])
-    out_dir = H.default_out_dir(paths.RESULTS_DIR, a["out"])
+    count, repeat = o.count or d["count"], o.repeat or d["repeat"]
+    engines, intervals, lifetimes, rates = _part_lists(o)
+    params = o.parameters(where, engines=engines, intervals=intervals, lifetimes=lifetimes,
+                          rates=rates, count=count, repeat=repeat)
+    storm = StormParams(count=count, rate=rates[0], concurrency=o.concurrency,
+                        exec_every=o.every, threads=o.threads, alloc_mib=o.alloc_mib)
+    out_dir = H.default_out_dir(paths.RESULTS_DIR, o.out)
     try:
-        specs = H.make_specs(a["names"], a["probes"], intervals, ring_size=a["ring_size"],
-                             buffer_pages=a["buffer_pages"], transport=a["transport"],
-                             rcvbuf=a["rcvbuf"], engines=engines, wakeup=a["wakeup"])
+        specs = H.make_specs(o.names, o.probes, intervals, ring_size=o.ring_size,
+                             buffer_pages=o.buffer_pages, transport=o.transport,
+                             rcvbuf=o.rcvbuf, engines=engines, wakeup=o.wakeup)
         h = H.Harness(specs, storm, lifetimes, repeat, out_dir, params,
-                      read_interval=a["read_interval"], scope=a["scope"], rates=rates,
-                      collector_cpu=a["collector_cpu"])
+                      read_interval=o.read_interval, scope=o.scope, rates=rates,
+                      collector_cpu=o.collector_cpu)
         summary = h.run()
     except OSError as e:
         raise ToolkitError(f"bench: {e}") from None
     _show(summary, out_dir)
+
+
+def _part_lists(o) -> tuple[list[str], list[float], list[int], list[float]]:
+    """This part's eBPF engines (auto: those that run here), ps intervals, lifetimes and
+    rates, parsed from the options' comma lists."""
+    from ..backends import engines as E
+    from ..backends.base import ENGINE_BACKENDS
+    engines = [e for e in E.ENGINES if _engine_native(e)] if "auto" in o.engines \
+        else o.engines
+    intervals = parse_list(o.ps_interval, "--ps-interval", convert=float,
+                           check=lambda v: v > 0, must="> 0")
+    lifetimes = parse_list(o.lifetime, "--lifetime", convert=int,
+                           check=lambda v: v >= 0, must=">= 0")
+    rates = parse_list(o.rate, "--rate", convert=float, check=lambda v: v >= 0,
+                       must=">= 0")
+    if len(rates) > 1 and 0 in rates:
+        raise click.BadParameter("0 (as fast as possible) has no place in a rate sweep: "
+                                 "give rates > 0", param_hint="--rate")
+    if set(o.names) & set(ENGINE_BACKENDS) and not engines:
+        raise ToolkitError("bench: no eBPF engine can run here (`toolkit doctor`)")
+    return engines, intervals, lifetimes, rates
 
 
 @bench.command()
@@ -315,7 +319,8 @@ def _show(summary: dict, run_dir) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--markdown", is_flag=True, help="Print report.md instead of the table.")
 def report(runs, markdown):
-    """Re-render a saved bench run (table and report.md), or compare two: DIR1 DIR2."""
+    """Re-render a saved bench run of any kind (forkstorm, memgrowth, quota: its table
+    and report.md), or compare two runs of one kind: DIR1 DIR2."""
     from pathlib import Path
 
     from .. import report as R
@@ -323,10 +328,13 @@ def report(runs, markdown):
         raise click.UsageError("give one run directory, or two to compare")
     loaded = [R.load(r) for r in runs]
     if len(loaded) == 2:
-        click.echo(R.compare(loaded[0], loaded[1], Path(runs[0]).name, Path(runs[1]).name))
+        click.echo(R.compare_any(loaded[0], loaded[1], Path(runs[0]).name,
+                                 Path(runs[1]).name))
         return
     s, d = loaded[0], Path(runs[0])
     d = d if d.is_dir() else d.parent
+    if s["kind"] != "forkstorm":
+        return _report_other(s, d, markdown)
     if markdown:
         click.echo(R.markdown(s))
         return
@@ -339,10 +347,26 @@ def report(runs, markdown):
     click.echo(where)
 
 
+def _report_other(s: dict, d: Path, markdown: bool) -> None:
+    """`toolkit report` of a memgrowth or quota run: its report, from its files."""
+    from .. import report as R
+    if markdown:
+        click.echo(R.render_run(s, d, rewrite=False))
+        return
+    try:
+        text, where = R.render_run(s, d), f"report.md re-rendered in {d}"
+    except OSError as e:
+        text, where = R.render_run(s, d, rewrite=False), \
+            f"report.md not rewritten ({e.strerror})"
+    click.echo(text)
+    click.echo(f"run directory: {d}\n{where}")
+
+
 @bench.command("quota")
 @click.option("--mechanism", "mechanisms", default="lkm,ebpf,rlimit,cgroup", show_default=True,
-              help="Comma list of lkm, ebpf, rlimit (RLIMIT_DATA / RLIMIT_NOFILE), cgroup "
-                   "(v2 memory.max, heap only; left out where the kernel lacks it).")
+              help="Comma list of lkm, ebpf (BCC), ebpf-core (CO-RE), rlimit (RLIMIT_DATA / "
+                   "RLIMIT_NOFILE), cgroup (v2 memory.max, heap only; left out where the "
+                   "kernel lacks it).")
 @click.option("--trials", type=click.IntRange(1), default=5, show_default=True,
               help="Trials per mechanism and scenario (heap-brk, heap-mmap, files).")
 @click.option("--rounds", type=click.IntRange(2), default=10, show_default=True,

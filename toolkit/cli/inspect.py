@@ -7,7 +7,7 @@ import json
 import click
 
 from ..backends.base import backends_with
-from .common import bcc_engine_option, lab_option, rerun_in_lab
+from .common import engine_choices, lab_option, rerun_in_lab
 
 
 @click.command()
@@ -20,9 +20,11 @@ from .common import bcc_engine_option, lab_option, rerun_in_lab
               show_default=True)
 @click.option("--check", is_flag=True,
               help="Compare with /proc/PID/{maps,status,stat}; exit 1 if a field differs.")
-@bcc_engine_option("inspect")
+@click.option("--engine", type=click.Choice(engine_choices()), default=None,
+              help="eBPF engine (--backend ebpf): bcc, core (CO-RE, libbpf and the "
+                   "kernel's BTF), auto: bcc where BCC can run, else core.")
 @lab_option
-def inspect(pid, backend, vmas, pgd, fmt, check, lab):
+def inspect(pid, backend, vmas, pgd, fmt, check, engine, lab):
     """Memory layout of PID (a number, or `self` for this command's own process):
     regions, counters, --vmas, --pgd (root only)."""
     from ..inspect import check as chk
@@ -32,9 +34,9 @@ def inspect(pid, backend, vmas, pgd, fmt, check, lab):
     if lab:
         rerun_in_lab()
     if check:
-        lay, rows = chk.inspect_and_check(pid, backend)
+        lay, rows = chk.inspect_and_check(pid, backend, engine)
     else:
-        lay, rows = read_layout(pid, backend), None
+        lay, rows = read_layout(pid, backend, engine), None
     if fmt == "json":
         click.echo(json.dumps(render.to_json(lay, rows, vmas, pgd), indent=1))
     else:

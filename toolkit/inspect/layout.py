@@ -58,6 +58,7 @@ class Layout:
     vmas: list[Vma]
     pgd: list[PgdEntry]
     backend: str = "lkm"
+    engine: str = ""    # a backend with engines: which one read this, and why
     # what this backend read differently from the module, or could not read (ebpf)
     notes: list[str] = dataclasses.field(default_factory=list)
 

@@ -19,7 +19,7 @@ def _size(n: int) -> str:
 
 def to_json(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> dict:
     d = {"format": "toolkit-inspect", "version": FORMAT_VERSION, "backend": lay.backend,
-         "notes": list(lay.notes), "pid": lay.tgid, "tid": lay.tid, "comm": lay.comm, "page_size": lay.page_size,
+         "engine": lay.engine.partition(":")[0], "notes": list(lay.notes), "pid": lay.tgid, "tid": lay.tid, "comm": lay.comm, "page_size": lay.page_size,
          "paging_levels": lay.paging_levels,
          "regions": {k: {"start": s, "end": e, "size": e - s}
                      for k, (s, e) in lay.regions.items()},
@@ -35,7 +35,8 @@ def to_json(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> dict:
 
 def to_text(lay: Layout, rows: list[Row] | None, vmas: bool, pgd: bool) -> str:
     out = [f"pid {lay.tgid} ({lay.comm}), {lay.paging_levels}-level paging, "
-           f"pages of {lay.page_size} B, read by {lay.backend}"]
+           f"pages of {lay.page_size} B, read by {lay.backend}"
+           + (f" (engine {lay.engine})" if lay.engine else "")]
     out += [f"note: {n}" for n in lay.notes]
     out.append("")
     reg = []

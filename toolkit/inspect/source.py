@@ -37,13 +37,28 @@ def check_pid(pid: int) -> None:
                            "to inspect")
 
 
-def read_layout(pid: int, backend: str = "lkm") -> Layout:
-    """@pid's Layout as the backend named @backend reads it."""
+def backend_for(backend: str, engine: str | None = None):
+    """(class, engine, reason) that reads layouts for --backend/--engine: for a backend
+    with engines, --engine (auto: what runs here, engines.resolve), else the class."""
     try:
-        cls = base.registered_class(backend)
+        base.registered_class(backend)
     except KeyError:
         raise BackendError(f"unknown backend {backend!r}; choose one of "
                            f"{', '.join(base.REGISTRY)}") from None
+    if backend not in base.ENGINE_BACKENDS:
+        if engine not in (None, "auto"):
+            raise BackendError(f"--engine applies to --backend "
+                               f"{', '.join(base.ENGINE_BACKENDS)} only, not {backend}")
+        return base.registered_class(backend), "", ""
+    from ..backends import engines
+    engine, reason = engines.resolve(engine)
+    return base.backend_class(backend, engine), engine, reason
+
+
+def read_layout(pid: int, backend: str = "lkm", engine: str | None = None) -> Layout:
+    """@pid's Layout as the backend named @backend reads it (on @engine, for a backend
+    with engines: None is auto)."""
+    cls, engine, reason = backend_for(backend, engine)
     check_pid(pid)
     got = cls.layout(pid)
     try:
@@ -53,4 +68,5 @@ def read_layout(pid: int, backend: str = "lkm") -> Layout:
     for v in lay.vmas:
         v.name_exact = v.start not in got.inexact_names
     lay.backend, lay.notes = cls.name, list(got.notes)
+    lay.engine = f"{engine}: {reason}" if engine else ""
     return lay
