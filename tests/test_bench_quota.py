@@ -47,18 +47,29 @@ def test_state_layout_matches_the_workload():
     assert body.count("uint64_t ") == 6 == len(bq._STATE.unpack(bytes(bq._STATE.size)))
 
 
-def run_cli(out, mechanisms, *extra):
+def run_cli(out, mechanisms, *extra, in_process=False):
     """`toolkit bench quota` as a user runs it: its two tables (rows split on the
-    columns' 2+ blanks), its stderr, and the run directory's summary."""
+    columns' 2+ blanks), its stderr, and the run directory's summary. `in_process`: the
+    same command line through click's CliRunner, in this interpreter (under TCG a new
+    one costs ~45 s before the bench starts: pandas' import alone took 31 s on 6.12)."""
     import json
     import re
     import subprocess
     import sys
     from pathlib import Path
-    toolkit = Path(sys.executable).parent / "toolkit"
-    cp = subprocess.run([str(toolkit), "bench", "quota", "--mechanism", mechanisms,
-                         "--trials", "1", "--rounds", "2", *extra, "--out", str(out)],
-                        capture_output=True, text=True, timeout=600)
+    argv = ["bench", "quota", "--mechanism", mechanisms, "--trials", "1", "--rounds", "2",
+            *extra, "--out", str(out)]
+    if in_process:
+        from click.testing import CliRunner
+
+        from toolkit.cli import main
+        r = CliRunner().invoke(main, argv)
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        cp = subprocess.CompletedProcess(argv, r.exit_code, r.stdout, r.stderr)
+    else:
+        toolkit = Path(sys.executable).parent / "toolkit"
+        cp = subprocess.run([str(toolkit), *argv], capture_output=True, text=True,
+                            timeout=600)
     assert cp.returncode == 0, cp.stderr[-3000:]
     assert cp.stdout.rstrip().endswith(f"run directory: {out}"), cp.stdout
     enf_text, cost_text = cp.stdout.split("\n\n")[:2]
