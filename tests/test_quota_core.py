@@ -121,7 +121,11 @@ def test_pinned_quota_set_listed_and_killing_in_three_processes(pins, qhelper):
         w.go()
         rc, out = w.finish()
         assert rc == -signal.SIGKILL and "made" not in out, (rc, out)
-        assert w.p.pid not in listed()          # the exit removed the entry
+        side = core_pins.PinnedQuotas()         # the exit hook removed the entry (no
+        try:                                    # prune: that would hide a missed exit)
+            assert w.p.pid not in side._map.entries(prune=False)
+        finally:
+            side.close()
     finally:
         w.kill()
     cp = tk("quota", "reset", "--backend", "ebpf")
@@ -317,6 +321,12 @@ def test_watch_shows_the_kill_of_a_pinned_quota(pins, qhelper):
                 break
         assert rec["quota"] == w.ready and rec["quota_value"] == w.ready + 2
         assert rec["quota_kind"] == schema.QUOTA_KINDS["files"]
+        watch.send_signal(signal.SIGINT)                # the closing stats line
+        out, err = watch.communicate(timeout=60)
+        stats = next(json.loads(ln)["stats"] for ln in (out + err).splitlines()
+                     if ln.startswith('{"stats"'))
+        assert stats["events"]["kill"]["delivered"] >= 1, stats["events"]["kill"]
+        assert stats["extra"]["kill_records_dropped"] == 0
     finally:
         w.kill()
         if watch:

@@ -1,5 +1,6 @@
 """toolkit top's full-screen mode in a real terminal: tmux (an 80x24 detached session),
-keys with send-keys, the screen with capture-pane; natively with the ps backend."""
+keys with send-keys, the screen with capture-pane; natively with the ps backend, and with
+the CO-RE engine natively and in the lab."""
 import os
 import shutil
 import subprocess
@@ -133,3 +134,4 @@ def test_full_screen_on_the_core_engine(tmux):
     tmux.keys("q")
     tmux.wait_for(lambda s: "rc=0" in s, "exit status 0 after q", 20 * slow)
     prompt_works(tmux, "core")
+

@@ -366,7 +366,8 @@ class EbpfBackend(base.Backend):
         self._base_progs: dict[str, dict[str, int]] = {}
         self._base_perf_lost = 0
         self._read_lost = 0
-        self._kills = None          # core_pins.PinnedKills: pinned quotas' kill records
+        self._kills = None          # quota_pins.PinnedKills: pinned quotas' kill records
+        self._kills_base = 0
         self._started = False
 
     def describe(self, short: bool = False) -> str:
@@ -574,12 +575,15 @@ class EbpfBackend(base.Backend):
         self._base_progs = prog_stats(self._prog_fds)
         self._base_perf_lost = self._mod.perf_lost
         self._read_lost = 0
+        self._kills_base = self._kills.delivered if self._kills else 0
 
     def stats(self) -> base.Stats:
         if not self._mod:
             raise base.BackendError("ebpf backend: stats() before start()")
         progs = prog_stats(self._prog_fds)
-        events = events_from_counters(self._raw_counters(), self._base_counters)
+        events = quota_pins.count_kills(
+            events_from_counters(self._raw_counters(), self._base_counters), self._kills,
+            self._kills_base)
         hooks = hook_stats(progs, self._base_progs)
         ncpus = os.cpu_count() or 1
         return base.Stats(

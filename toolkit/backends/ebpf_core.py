@@ -137,7 +137,8 @@ class EbpfCoreBackend(base.Backend):
         self._base_counters: dict[int, int] = {}
         self._base_progs: dict = {}
         self._read_lost = 0
-        self._kills = None          # core_pins.PinnedKills: pinned quotas' kill records
+        self._kills = None          # quota_pins.PinnedKills: pinned quotas' kill records
+        self._kills_base = 0
         self.load_s = 0.0
 
     def describe(self, short: bool = False) -> str:
@@ -283,6 +284,7 @@ class EbpfCoreBackend(base.Backend):
         self._base_counters = self._raw_counters()
         self._base_progs = prog_stats(self._prog_fds)
         self._read_lost = 0
+        self._kills_base = self._kills.delivered if self._kills else 0
 
     def stats(self) -> base.Stats:
         if not self._obj:
@@ -290,7 +292,9 @@ class EbpfCoreBackend(base.Backend):
         progs = prog_stats(self._prog_fds)
         return base.Stats(
             backend=self.name,
-            events=events_from_counters(self._raw_counters(), self._base_counters),
+            events=quota_pins.count_kills(
+                events_from_counters(self._raw_counters(), self._base_counters),
+                self._kills, self._kills_base),
             hooks=hook_stats(progs, self._base_progs),
             ring_size=self.capacity(), ring_fill=0, lost_in_transport=0,
             read_lost=self._read_lost,

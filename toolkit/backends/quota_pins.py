@@ -180,6 +180,7 @@ class PinnedKills:
         self._sink: list[bytes] = []
         self._next_look = 0.0
         self.short = 0          # byte strings too short to be a record (reader losses)
+        self.delivered = 0      # kill records read
 
     def _open(self) -> None:
         now = time.monotonic()
@@ -209,6 +210,7 @@ class PinnedKills:
         raw, self._sink[:] = list(self._sink), []
         out = [schema.unpack(b) for b in raw if len(b) >= schema.RECORD_SIZE]
         self.short += len(raw) - len(out)
+        self.delivered += len(out)
         return out
 
     def dropped(self) -> int | None:
@@ -234,6 +236,16 @@ class PinnedKills:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def count_kills(events: dict, kills: PinnedKills | None, base: int) -> dict:
+    """A backend's per-type counters with the kill records read from the pinned ring
+    since the baseline `base` (kills.delivered then) counted as seen and delivered."""
+    if kills is not None and "kill" in events:
+        n = kills.delivered - base
+        events["kill"].seen += n
+        events["kill"].delivered += n
+    return events
 
 
 def kill_ring_stats(kills: PinnedKills | None) -> dict:

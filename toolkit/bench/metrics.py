@@ -32,9 +32,24 @@ def bootstrap_median_ci(values, level: float = 0.95, n: int = 2000,
     if len(v) == 1:
         return v[0], v[0]
     rng = random.Random(seed)
-    meds = sorted(median(rng.choices(v, k=len(v))) for _ in range(n))
+    if any(x is None or x != x for x in v):         # None or NaN: percentile() drops them
+        meds = sorted(median(rng.choices(v, k=len(v))) for _ in range(n))
+    else:
+        meds = sorted(_median_float(rng.choices(v, k=len(v))) for _ in range(n))
     a = (1 - level) / 2 * 100
     return percentile(meds, a), percentile(meds, 100 - a)
+
+
+def _median_float(values) -> float:
+    """median() of numbers without NaN, bit for bit (numpy's linear interpolation at
+    q = 0.5: b - (b - a) * 0.5), without building a pandas Series: the bootstrap takes
+    2000 of them, 1 s natively per CI through pandas and ~30 s under TCG."""
+    s = sorted(float(x) for x in values)
+    k, odd = divmod(len(s) - 1, 2)
+    if not odd:
+        return s[k]
+    a, b = s[k], s[k + 1]
+    return b - (b - a) * 0.5
 
 
 def ps_predicted_capture(ledger, period_s: float, scan_s: float = 0.0) -> float | None:
