@@ -186,8 +186,15 @@ static __always_inline int tk_vm_rss(struct mm_struct *mm,
 	cnt[2] = tk_mm_counter_raw(mm, MM_SHMEMPAGES, &ps);
 	if (!pf || !pa || !ps)
 		return -1;
-	for (cpu = 0; cpu < TK_VM_MAX_CPUS && cpu < ncpus; cpu++) {
-		if (!tk_vm_pcpu_offset(cfg, cpu, &off))
+	for (cpu = 0; cpu < TK_VM_MAX_CPUS; cpu++) {
+		/*
+		 * ncpus opaque to clang: else it folds both bounds into one
+		 * "cpu * 8 != min(ncpus, 64) * 8" exit test, which the
+		 * verifier cannot bound (6.12: "The sequence of 8193 jumps
+		 * is too complex"); the constant bound then stays its own.
+		 */
+		asm volatile("" : "+r"(ncpus));
+		if (cpu >= ncpus || !tk_vm_pcpu_offset(cfg, cpu, &off))
 			break;
 		d = 0;
 		bpf_probe_read_kernel(&d, sizeof(d), (void *)(pf + off));
