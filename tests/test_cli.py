@@ -56,6 +56,26 @@ def test_doctor_json_exit_status_matches_verdicts():
         assert needed in names
 
 
+def test_doctor_needs_come_from_the_backends_declarations():
+    """Each backend class declares the doctor checks it needs (doctor_needs), and doctor
+    builds its "needed by" column and its verdicts from those alone: every declared need
+    is a check doctor makes, and every check's needed_by is exactly the subjects that
+    declare it."""
+    from toolkit import doctor as d
+    from toolkit.backends.base import doctor_subjects, subject_class
+    src = (Path(d.__file__)).read_text()
+    made = {f"{peer} installed" for peer, _, _ in d.PEER_TOOLS} | \
+        {name for name, _ in d.INTERFACES}
+    for s in doctor_subjects():
+        needs = subject_class(s).doctor_needs
+        assert needs and "root" in needs, s
+        for n in needs:
+            assert n in made or f'Check("{n}"' in src, (s, n)
+    for c in d.checks(mount=False):
+        assert set(c.needed_by) == {s for s in doctor_subjects()
+                                    if c.name in subject_class(s).doctor_needs}, c.name
+
+
 @pytest.mark.skipif(Path("/proc/modules").exists(), reason="this kernel can load modules")
 def test_doctor_says_this_host_cannot_run_lkm_natively():
     r = run("doctor", "--no-lab", "--backend", "lkm")

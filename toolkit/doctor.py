@@ -69,13 +69,21 @@ def checks(mount: bool = True) -> list[Check]:
     out.append(leftovers_check())
     if btf and root:
         out += core_checks()
-    return out
+    return with_needs(out)
+
+
+def with_needs(items: list[Check]) -> list[Check]:
+    """Fill each check's needed_by from what the backends declare (doctor_needs)."""
+    from .backends.base import doctor_subjects, subject_class
+    needs = {s: subject_class(s).doctor_needs for s in doctor_subjects()}
+    for c in items:
+        c.needed_by = tuple(s for s, n in needs.items() if c.name in n)
+    return items
 
 
 def root_check(root: bool) -> Check:
     return Check("root", OK if root else MISSING, f"euid {os.geteuid()}",
-                 "run as root (sudo)", ("lkm", "ebpf:bcc", "ebpf:core", "cnproc",
-                                        "taskstats", "acct", *PEERS))
+                 "run as root (sudo)")
 
 
 def capabilities_check() -> Check:
@@ -84,7 +92,7 @@ def capabilities_check() -> Check:
     lacking = [n for n in CAPS if n not in have]
     return Check("capabilities", OK if not lacking else MISSING,
                  ", ".join(have) if not lacking else f"lacking {', '.join(lacking)}",
-                 "run as root outside a restricted container", ("lkm", "ebpf:bcc", "ebpf:core"))
+                 "run as root outside a restricted container")
 
 
 def modules_check() -> Check:
@@ -93,12 +101,11 @@ def modules_check() -> Check:
     disabled = (sysinfo.read_text("/proc/sys/kernel/modules_disabled") or "0").strip() == "1"
     if not modules:
         return Check("loadable modules", MISSING, "kernel built without CONFIG_MODULES "
-                     "(/proc/modules absent)", "use a kernel with module support, or --lab",
-                     ("lkm",))
+                     "(/proc/modules absent)", "use a kernel with module support, or --lab")
     if disabled:
         return Check("loadable modules", MISSING, "kernel.modules_disabled=1",
-                     "reboot (the setting is one-way), or --lab", ("lkm",))
-    return Check("loadable modules", OK, "CONFIG_MODULES, loading enabled", "", ("lkm",))
+                     "reboot (the setting is one-way), or --lab")
+    return Check("loadable modules", OK, "CONFIG_MODULES, loading enabled")
 
 
 def kprobe_checks(cfg: dict[str, str]) -> list[Check]:
@@ -112,20 +119,19 @@ def kprobe_checks(cfg: dict[str, str]) -> list[Check]:
               "no register_kprobe in /proc/kallsyms" if readable else
               "cannot tell (kallsyms unreadable, no kernel config)")
     out = [Check("kprobes", OK if kprobes else MISSING, detail,
-                 "use a kernel with CONFIG_KPROBES=y, or --lab",
-                 ("lkm", "ebpf:bcc", "execsnoop"))]
+                 "use a kernel with CONFIG_KPROBES=y, or --lab")]
     hooks = [s for s in hook_syms if not syms[s]]
     if readable:
         out.append(Check("hook symbols", OK if not hooks else MISSING,
                          ", ".join(hook_syms) if not hooks else
-                         f"not in kallsyms: {', '.join(hooks)}", "--lab", ("lkm", "ebpf:bcc")))
+                         f"not in kallsyms: {', '.join(hooks)}", "--lab"))
     return out
 
 
 def btf_check(btf: bool) -> Check:
     return Check("BTF", OK if btf else MISSING, "/sys/kernel/btf/vmlinux" +
                  ("" if btf else " missing (no CO-RE engine, no fentry variant)"),
-                 "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --engine bcc", ("ebpf:core",))
+                 "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --engine bcc")
 
 
 def tracefs_check(mount: bool) -> Check:
@@ -133,7 +139,7 @@ def tracefs_check(mount: bool) -> Check:
     tdir = tracefs_dir()
     return Check("tracefs", OK if tdir else MISSING,
                  str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
-                 "mount -t tracefs nodev /sys/kernel/tracing", ("ebpf:bcc", "bpftrace"))
+                 "mount -t tracefs nodev /sys/kernel/tracing")
 
 
 def bpf_stats_check() -> Check:
@@ -141,23 +147,21 @@ def bpf_stats_check() -> Check:
     return Check("bpf() and bpf_stats", OK if bpf_stats else MISSING,
                  "kernel.bpf_stats_enabled present" if bpf_stats else
                  "no /proc/sys/kernel/bpf_stats_enabled (CONFIG_BPF_SYSCALL?)",
-                 "a kernel with CONFIG_BPF_SYSCALL=y, or --lab", ("ebpf:bcc", "ebpf:core"))
+                 "a kernel with CONFIG_BPF_SYSCALL=y, or --lab")
 
 
 def ringbuf_check(rel: str) -> Check:
     major, minor = sysinfo.kernel_version(rel)
     ringbuf = (major, minor) >= (5, 8)
     return Check("BPF ring buffer", OK if ringbuf else WARN,
-                 f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"),
-                 "", ())
+                 f"kernel {major}.{minor} " + (">= 5.8" if ringbuf else "< 5.8: perf buffer"))
 
 
 def bcc_check() -> Check:
     ok, detail = bcc_status()
     return Check("bcc (python3-bpfcc)", OK if ok else MISSING, detail,
                  "apt-get install python3-bpfcc bpfcc-tools, and run the toolkit from a "
-                 "venv with system site packages (bin/setup does both)",
-                 ("ebpf:bcc", *BCC_PEERS))
+                 "venv with system site packages (bin/setup does both)")
 
 
 def lockdown_checks() -> list[Check]:
@@ -170,13 +174,12 @@ def lockdown_checks() -> list[Check]:
     state = f"sig_enforce={sig}, Secure Boot={'on' if sb else 'off'}"
     if mode != "none" or sig == "Y":
         out = [Check("lockdown / module signing", MISSING, f"lockdown={mode}, {state}",
-                     "sign the module with an enrolled key (MOK) or use --lab", ("lkm",))]
+                     "sign the module with an enrolled key (MOK) or use --lab")]
     else:
-        out = [Check("lockdown / module signing", OK, f"lockdown=none, {state}", "",
-                     ("lkm",))]
+        out = [Check("lockdown / module signing", OK, f"lockdown=none, {state}")]
     if mode == "confidentiality":
         out.append(Check("lockdown (BPF)", MISSING, "confidentiality mode blocks bpf_probe_read",
-                         "--lab", ("ebpf:bcc", "ebpf:core")))
+                         "--lab"))
     return out
 
 
@@ -213,13 +216,12 @@ def core_checks() -> list[Check]:
     out = []
     try:
         libbpf.lib()
-        out.append(Check("libbpf", OK, libbpf.LIBBPF, "", ("ebpf:core",)))
+        out.append(Check("libbpf", OK, libbpf.LIBBPF))
     except libbpf.LibbpfError as e:
-        return [Check("libbpf", MISSING, str(e), "apt-get install libbpf1", ("ebpf:core",))]
+        return [Check("libbpf", MISSING, str(e), "apt-get install libbpf1")]
     built = LIFECYCLE_OBJ.exists()
     out.append(Check("CO-RE objects", OK if built else MISSING,
-                     str(LIFECYCLE_OBJ.parent) + ("" if built else " not built"), BUILD_HINT,
-                     ("ebpf:core",)))
+                     str(LIFECYCLE_OBJ.parent) + ("" if built else " not built"), BUILD_HINT))
     if not built:
         return out
     kinds = core_attach_kinds()
@@ -227,8 +229,7 @@ def core_checks() -> list[Check]:
     lifecycle = [k for k in good if k != "iter_task"]
     detail = "; ".join(f"{k} {'ok' if v == 'ok' else 'refused: ' + v}" for k, v in kinds.items())
     out.append(Check("attach kinds (CO-RE)", OK if lifecycle else MISSING, detail,
-                     "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs",
-                     ("ebpf:core",)))
+                     "a kernel that loads tp_btf, raw_tp, kprobe or fentry programs"))
     out.append(core_quota_check(kinds))
     if "iter_task" in good:     # inspect --engine core: one read of this process
         from .backends.ebpf_vm import core_inspect_summary
@@ -248,44 +249,41 @@ def core_quota_check(kinds: dict[str, str]) -> Check:
         "tracepoint" if kinds.get("raw_tp") == "ok" else None
     if hooks is None:
         return Check("quotas (CO-RE)", MISSING, "neither kprobes nor raw tracepoints attach: "
-                     "no quota can be enforced", "", ())
+                     "no quota can be enforced")
     cov = coverage(hooks)
     pinned = "pinned now under " + str(quota_pins.PIN_DIR) if quota_pins.is_pinned() \
         else "none pinned"
     return Check("quotas (CO-RE)", OK, f"{hooks} hooks; heap: {cov['heap']}; files: "
-                 f"{cov['files']}; {pinned}", "", ())
+                 f"{cov['files']}; {pinned}")
 
 
 # The kernel's own process-event interfaces: a config option each, checked from the
 # kernel config when it is readable (else assumed and left to the backend's start()).
 INTERFACES = (
-    ("proc connector", ("CONFIG_CONNECTOR", "CONFIG_PROC_EVENTS"), ("cnproc", "forkstat")),
-    ("taskstats", ("CONFIG_TASKSTATS",), ("taskstats",)),
-    ("BSD process accounting v3", ("CONFIG_BSD_PROCESS_ACCT", "CONFIG_BSD_PROCESS_ACCT_V3"),
-     ("acct",)),
-    ("audit syscall rules", ("CONFIG_AUDIT", "CONFIG_AUDITSYSCALL"), ("auditd",)),
+    ("proc connector", ("CONFIG_CONNECTOR", "CONFIG_PROC_EVENTS")),
+    ("taskstats", ("CONFIG_TASKSTATS",)),
+    ("BSD process accounting v3", ("CONFIG_BSD_PROCESS_ACCT", "CONFIG_BSD_PROCESS_ACCT_V3")),
+    ("audit syscall rules", ("CONFIG_AUDIT", "CONFIG_AUDITSYSCALL")),
 )
 
 
 def interface_checks(cfg: dict[str, str]) -> list[Check]:
     out = []
-    for name, options, backend in INTERFACES:
+    for name, options in INTERFACES:
         if not cfg:
             out.append(Check(name, WARN, "kernel config unreadable: assumed, the backend "
-                             "says at start if it is not there", "", backend))
+                             "says at start if it is not there"))
             continue
         lacking = [o for o in options if cfg.get(o) != "y"]
         out.append(Check(name, OK if not lacking else MISSING,
                          ", ".join(f"{o}=y" for o in options) if not lacking else
                          f"not set: {', '.join(lacking)}",
-                         f"a kernel with {', '.join(lacking)}=y, or --lab", backend))
+                         f"a kernel with {', '.join(lacking)}=y, or --lab"))
     return out
 
 
 # The tools users run instead (toolkit/backends/peers): the binary each needs, from
-# which Debian package (bin/setup installs them).
-PEERS = ("auditd", "bpftrace", "forkstat", "execsnoop", "exitsnoop")
-BCC_PEERS = ("execsnoop", "exitsnoop")       # BCC programs: headers and bcc, as ebpf
+# which Debian package (bin/setup installs them); the check is "<peer> installed".
 PEER_TOOLS = (("auditd", ("auditd", "auditctl"), "auditd"),
               ("bpftrace", ("bpftrace",), "bpftrace"),
               ("forkstat", ("forkstat",), "forkstat"),
@@ -301,11 +299,11 @@ def peer_checks(cfg: dict[str, str], btf: bool) -> list[Check]:
         out.append(Check(f"{backend} installed", OK if not lacking else MISSING,
                          ", ".join(shutil.which(t) or t for t in tools) if not lacking
                          else f"not found: {', '.join(lacking)}",
-                         f"apt-get install {package} (bin/setup installs it)", (backend,)))
+                         f"apt-get install {package} (bin/setup installs it)"))
     out.append(Check("BTF for bpftrace", OK if btf else MISSING,
                      "curtask->exit_code is read through BTF (sched_process_exit has no "
                      "exit code)" + ("" if btf else ": /sys/kernel/btf/vmlinux missing"),
-                     "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --lab", ("bpftrace",)))
+                     "a kernel with CONFIG_DEBUG_INFO_BTF=y, or --lab"))
     return out
 
 
@@ -322,18 +320,16 @@ def headers_check(rel: str) -> Check:
     """The running kernel's headers: the only ones of use natively (the module and BCC
     compile against the running release's; another release's headers are useless)."""
     build = Path("/lib/modules") / rel / "build"
-    needed = ("lkm", "ebpf:bcc", *BCC_PEERS)
     if (build / "Makefile").exists():
-        return Check("kernel headers", OK, str(build), "", needed)
+        return Check("kernel headers", OK, str(build))
     pkg = f"linux-headers-{rel}"
     if _apt_has(pkg):
         return Check("kernel headers", MISSING, f"{build} missing",
-                     f"apt-get install {pkg} (bin/setup does), or --lab", needed)
+                     f"apt-get install {pkg} (bin/setup does), or --lab")
     return Check("kernel headers", MISSING,
                  f"{build} missing, and the distribution has no {pkg}: headers for another "
                  "release are useless (the module and BCC build against the running kernel's)",
-                 "the kernel's vendor's headers package for exactly this release, or --lab",
-                 needed)
+                 "the kernel's vendor's headers package for exactly this release, or --lab")
 
 
 def _apt_has(pkg: str) -> bool:
@@ -351,11 +347,11 @@ def leftovers_check() -> Check:
     found = legacy.findings()
     if not found:
         return Check("old set-up leftovers", OK, "no backports source, pin or kernel package "
-                     "of an older bin/setup", "", ())
+                     "of an older bin/setup")
     return Check("old set-up leftovers", WARN,
                  "; ".join(f"{f['what']}: {', '.join(f['items'])}" for f in found),
                  "; ".join(f["remove"] for f in found if f.get("remove")) +
-                 " (toolkit removes nothing itself)", ())
+                 " (toolkit removes nothing itself)")
 
 
 def lab_check() -> Check:
@@ -364,28 +360,27 @@ def lab_check() -> Check:
     if i.get("usable"):
         acc = i.get("accel") or {}
         return Check("lab VM", OK, f"{i['release']} via virtme-ng, "
-                     f"{(acc.get('name') or '?').upper()} ({acc.get('reason', '')})", "", ())
+                     f"{(acc.get('name') or '?').upper()} ({acc.get('reason', '')})")
     missing = [w for w, ok in (("virtme-ng", i.get("vng")), ("qemu", i.get("qemu")),
                                ("kernel+headers", i.get("headers"))) if not ok]
     return Check("lab VM", MISSING, i.get("error") or f"missing {', '.join(missing)}",
-                 lab.SETUP_HINT, ())
+                 lab.SETUP_HINT)
 
 
-# Backends with engines: their verdict is the best of their engines' (core never needs the
-# lab: it runs natively on any kernel with BTF, or not at all).
-ENGINE_SUBJECTS = {"ebpf": ("ebpf:bcc", "ebpf:core")}
-NATIVE_ONLY = ("ebpf:core",)
-
-
-def verdict(backend: str, items: list[Check], lab_ok: bool) -> tuple[str, list[str]]:
-    """native / lab / unavailable, and the fixes for what is missing."""
-    if backend in ENGINE_SUBJECTS:
-        results = [verdict(s, items, lab_ok) for s in ENGINE_SUBJECTS[backend]]
+def verdict(subject: str, items: list[Check], lab_ok: bool) -> tuple[str, list[str]]:
+    """native / lab / unavailable for a doctor subject (a backend, or one engine of a
+    backend with engines: base.doctor_subject), and the fixes for what is missing. A
+    backend with engines gets the best of its engines' verdicts; a backend that
+    declares no lab fallback is unavailable, not lab, where something is missing."""
+    from .backends.base import engine_subjects, subject_class
+    if engine_subjects(subject):
+        results = [verdict(s, items, lab_ok) for s in engine_subjects(subject)]
         order = ("native", "lab", "unavailable")
         best = min(results, key=lambda r: order.index(r[0]))
         return best[0], [] if best[0] == "native" else sum((f for _, f in results), [])
-    missing = [c for c in items if backend in c.needed_by and c.status == MISSING]
-    if missing and backend in NATIVE_ONLY:
+    cls = subject_class(subject)
+    missing = [c for c in items if c.name in cls.doctor_needs and c.status == MISSING]
+    if missing and not cls.doctor_lab_fallback:
         return "unavailable", [f"{c.name}: {c.fix}" for c in missing]
     if not missing:
         return "native", []

@@ -97,6 +97,7 @@ def set_acct(path: str | None) -> None:
 
 class AcctBackend(Backend):
     name = "acct"
+    doctor_needs = ("root", "BSD process accounting v3")
     provides = frozenset({"ts_ns", "cpu_ns", "type", "pid", "tgid", "ppid", "uid",
                           "exit_code", "comm"})
     event_time = "receipt"

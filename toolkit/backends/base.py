@@ -148,6 +148,14 @@ class Backend(abc.ABC):
     # process's memory layout as LayoutText, imported only when asked (as REGISTRY is,
     # so that no backend module imports its reader at load time); None: not supported.
     layout_reader: ClassVar[str | None] = None
+    # The `toolkit doctor` checks (toolkit/doctor.py, by name) this backend needs from the
+    # kernel: any of them MISSING keeps it from running natively here. A backend with
+    # engines declares them per engine class.
+    doctor_needs: ClassVar[tuple[str, ...]] = ()
+    # Whether the lab VM is the way out when this kernel lacks something (doctor's "lab"
+    # verdict); False where the missing piece is not about this kernel's build (the CO-RE
+    # engine: BTF or libbpf missing here is "unavailable", it needs no lab to run).
+    doctor_lab_fallback: ClassVar[bool] = True
 
     def __init__(self, uid: int | None = None, **options):
         self.uid_filter = uid
@@ -358,6 +366,33 @@ def quota_sides() -> dict[str, tuple[str, str | None]]:
         else:
             out[name] = (name, None)
     return out
+
+
+def doctor_subject(name: str, engine: str | None = None) -> str:
+    """What doctor gives a verdict on: a backend ("lkm"), or one engine of a backend
+    with engines ("ebpf:core")."""
+    return f"{name}:{engine}" if engine not in (None, "auto") and name in ENGINE_BACKENDS \
+        else name
+
+
+def engine_subjects(name: str) -> list[str]:
+    """The doctor subjects of each engine of backend `name` ([] if it has none)."""
+    if name not in ENGINE_BACKENDS:
+        return []
+    from .engines import ENGINES
+    return [doctor_subject(name, e) for e in ENGINES]
+
+
+def subject_class(subject: str):
+    """The class whose declarations (doctor_needs, ...) decide doctor's verdict on
+    `subject` (doctor_subject's form)."""
+    name, _, engine = subject.partition(":")
+    return backend_class(name, engine or None) if engine else registered_class(name)
+
+
+def doctor_subjects() -> list[str]:
+    """Every subject doctor checks needs for: each kernel backend, or each of its engines."""
+    return [s for n in KERNEL_BACKENDS for s in (engine_subjects(n) or [n])]
 
 
 def registered_class(name: str):

@@ -126,6 +126,7 @@ class SeqTracker:
 
 class CnprocBackend(Backend):
     name = "cnproc"
+    doctor_needs = ("root", "proc connector")
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "cpu", "exit_code"})
 
     def __init__(self, uid: int | None = None, rcvbuf: int | None = None,

@@ -341,6 +341,8 @@ _MODULES: dict[tuple, _Module] = {}
 class EbpfBackend(base.Backend):
     name = "ebpf"
     engine = "bcc"
+    doctor_needs = ("root", "capabilities", "kprobes", "hook symbols", "kernel headers",
+                    "tracefs", "bpf() and bpf_stats", "bcc (python3-bpfcc)", "lockdown (BPF)")
     engine_reason = ""      # why this engine (set by get_backend for engine=auto)
     probes = PROBES
     default_probe = "kprobe"

@@ -95,6 +95,11 @@ def preflight(obj: Path = LIFECYCLE_OBJ) -> None:
 class EbpfCoreBackend(base.Backend):
     name = "ebpf"
     engine = "core"
+    doctor_needs = ("root", "capabilities", "BTF", "bpf() and bpf_stats", "lockdown (BPF)",
+                    "libbpf", "CO-RE objects", "attach kinds (CO-RE)")
+    # BTF or libbpf missing here: no lab needed to run it where they are (doctor says
+    # "unavailable", not "lab")
+    doctor_lab_fallback = False
     engine_reason = ""
     probes = PROBES
     default_probe = None        # the first that loads and attaches here

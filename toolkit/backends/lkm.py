@@ -441,6 +441,8 @@ class LkmBackend(Backend):
     with these if it runs with others), events ("fork,exec" / "all"), keep_loaded."""
 
     name = "lkm"
+    doctor_needs = ("root", "capabilities", "loadable modules", "kprobes", "hook symbols",
+                    "kernel headers", "lockdown / module signing")
     layout_reader = "toolkit.backends.lkm:read_layout"      # /proc/toolkit/vm (lkm/vm.c)
     quotas_impl = "toolkit.backends.lkm_quota:LkmQuotas"    # /proc/toolkit/quota
 

@@ -120,6 +120,7 @@ def cpu_mask() -> str:
 
 class TaskstatsBackend(Backend):
     name = "taskstats"
+    doctor_needs = ("root", "taskstats")
     provides = frozenset({"ts_ns", "cpu_ns", "hiwater_rss_kib", "type", "pid", "tgid",
                           "ppid", "uid", "exit_code", "comm"})
     event_time = "receipt"

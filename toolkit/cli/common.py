@@ -9,7 +9,8 @@ from typing import Callable, Iterable
 
 import click
 
-from ..backends.base import KERNEL_BACKENDS, REGISTRY, backends_with, registered_class
+from ..backends.base import (KERNEL_BACKENDS, REGISTRY, backends_with, doctor_subject,
+                             registered_class)
 from ..errors import LabError, ToolkitError
 
 BACKENDS = tuple(REGISTRY)
@@ -119,8 +120,7 @@ def needs_lab(backends: Iterable[str], engines: Iterable[str] | None = None) -> 
     items = _CHECKS = _CHECKS or d.checks(mount=False)
     engines = [e for e in engines or () if e != "auto"]
     for b in kernel:
-        subjects = [f"{b}:{e}" for e in engines] if b in d.ENGINE_SUBJECTS and engines \
-            else [b]
+        subjects = [doctor_subject(b, e) for e in engines] or [b]
         for sub in subjects:
             v, fixes = d.verdict(sub, items, lab_ok=True)
             if v != "native":

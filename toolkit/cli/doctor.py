@@ -8,14 +8,14 @@ import sys
 import click
 
 from .. import sysinfo
-from ..backends.base import PEER_BACKENDS
+from ..backends.base import KERNEL_BACKENDS
 from ..errors import EXIT_LAB_ONLY, EXIT_OK, EXIT_UNAVAILABLE
 from .common import parse_backends
 
 
 @click.command()
 @click.option("--backend", "backends", show_default=True,
-              default=",".join(("lkm", "ebpf", "cnproc", "taskstats", "acct", *PEER_BACKENDS)),
+              default=",".join(KERNEL_BACKENDS),
               help="Comma-separated backends whose needs decide the exit status.")
 @click.option("--no-lab", is_flag=True, help="Skip the lab check (it boots QEMU briefly).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -28,6 +28,7 @@ def doctor(backends, no_lab, as_json):
     from tabulate import tabulate
 
     from .. import doctor as d
+    from ..backends.base import engine_subjects, subject_class
     wanted = parse_backends(backends)
     items = d.checks()
     labc = None if no_lab else d.lab_check()
@@ -35,7 +36,7 @@ def doctor(backends, no_lab, as_json):
     verdicts = {}
     for b in wanted:
         verdicts[b] = d.verdict(b, items, lab_ok)
-        for sub in d.ENGINE_SUBJECTS.get(b, ()):
+        for sub in engine_subjects(b):
             verdicts[sub] = d.verdict(sub, items, lab_ok)
     if as_json:
         click.echo(json.dumps({
@@ -52,10 +53,11 @@ def doctor(backends, no_lab, as_json):
         click.echo()
         for b in wanted:
             v, fixes = verdicts[b]
-            for sub in d.ENGINE_SUBJECTS.get(b, ()):    # each engine's own verdict first
-                sv, sfixes = d.verdict(sub, items, lab_ok)
-                _verdict_line(sub.replace(":", " "), sv, sfixes, sub in d.NATIVE_ONLY)
-            _verdict_line(b, v, fixes if b not in d.ENGINE_SUBJECTS else [], False)
+            for sub in engine_subjects(b):              # each engine's own verdict first
+                sv, sfixes = verdicts[sub]
+                _verdict_line(sub.replace(":", " "), sv, sfixes,
+                              not subject_class(sub).doctor_lab_fallback)
+            _verdict_line(b, v, [] if engine_subjects(b) else fixes, False)
     states = {v for b, (v, _) in verdicts.items() if b in wanted}
     sys.exit(EXIT_UNAVAILABLE if "unavailable" in states else
              EXIT_LAB_ONLY if "lab" in states else EXIT_OK)

@@ -282,6 +282,7 @@ def clock_offset_ns() -> int:
 
 class AuditdBackend(PeerBackend):
     name = "auditd"
+    doctor_needs = ("root", "auditd installed", "audit syscall rules")
     tool = package = "auditd"
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "uid", "exit_code",
                           "comm"})

@@ -120,6 +120,8 @@ class _BccSnoop(PeerBackend):
 
 class ExecsnoopBackend(_BccSnoop):
     name = "execsnoop"
+    doctor_needs = ("root", "kprobes", "kernel headers", "bcc (python3-bpfcc)",
+                    "execsnoop installed")
     tool = "execsnoop-bpfcc"
     event_types = frozenset({"exec"})
     parser = staticmethod(parse_exec_line)
@@ -127,6 +129,7 @@ class ExecsnoopBackend(_BccSnoop):
 
 class ExitsnoopBackend(_BccSnoop):
     name = "exitsnoop"
+    doctor_needs = ("root", "kernel headers", "bcc (python3-bpfcc)", "exitsnoop installed")
     tool = "exitsnoop-bpfcc"
     event_types = frozenset({"exit"})
     provides = _BccSnoop.provides | {"exit_code"}

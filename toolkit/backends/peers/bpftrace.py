@@ -76,6 +76,7 @@ def parse_line(line: str, count_lost=None) -> list | None:
 
 class BpftraceBackend(PeerBackend):
     name = "bpftrace"
+    doctor_needs = ("root", "tracefs", "bpftrace installed", "BTF for bpftrace")
     tool = package = "bpftrace"
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "uid", "cpu",
                           "exit_code", "comm"})

@@ -66,6 +66,7 @@ class Parser:
 
 class ForkstatBackend(PeerBackend):
     name = "forkstat"
+    doctor_needs = ("root", "proc connector", "forkstat installed")
     tool = package = "forkstat"
     provides = frozenset({"ts_ns", "type", "pid", "tgid", "ppid", "exit_code"})
     event_time = "receipt"
