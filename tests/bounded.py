@@ -59,3 +59,30 @@ def hang_if_asked(where: str) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+class Waiting:
+    """A helper child (tests/kernel/tk_quota.c) started and stopped at its "ready N"
+    line: go() lets it act, finish() -> (returncode, its output), kill() if it still
+    runs; every wait bounded."""
+
+    def __init__(self, *argv: str):
+        import subprocess
+        self.p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        line = readline(self.p.stdout, what=f"{os.path.basename(argv[0])}'s ready").split()
+        assert line[0] == "ready", line
+        self.ready = int(line[1])
+
+    def go(self) -> None:
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        out, _ = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.communicate(timeout=30)

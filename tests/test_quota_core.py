@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kernel"))
 import workload  # noqa: E402
-from bounded import readline  # noqa: E402
+from bounded import Waiting, readline  # noqa: E402
 
 from toolkit import schema  # noqa: E402
 from toolkit.backends import core_pins, engines, libbpf, quota_pins  # noqa: E402
@@ -69,30 +69,6 @@ def pins():
 def tk(*args, timeout=CLI_TIMEOUT, **kw):
     return subprocess.run([TOOLKIT, *args], capture_output=True, text=True, timeout=timeout,
                           **kw)
-
-
-class Waiting:
-    """tk_quota started and stopped at "ready N"; go() lets it act; finish() -> (rc, out)."""
-
-    def __init__(self, *args):
-        self.p = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        line = readline(self.p.stdout, what="tk_quota's ready").split()
-        assert line[0] == "ready", line
-        self.ready = int(line[1])
-
-    def go(self):
-        self.p.stdin.write("go\n")
-        self.p.stdin.flush()
-
-    def finish(self):
-        out, _ = self.p.communicate(timeout=60)
-        return self.p.returncode, out
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.communicate(timeout=30)
 
 
 def listed(*extra) -> dict[int, dict]:

@@ -211,7 +211,7 @@ def core_attach_kinds() -> dict[str, str]:
 
 def core_checks() -> list[Check]:
     """The CO-RE engine's needs: libbpf, the built objects, and an attach kind that loads."""
-    from .backends import engines, libbpf
+    from .backends import libbpf
     from .backends.ebpf_core import BUILD_HINT, LIFECYCLE_OBJ
     out = []
     try:

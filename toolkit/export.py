@@ -19,7 +19,6 @@ import copy
 import errno
 import socket
 import threading
-import time
 
 from . import __version__, schema, sysinfo
 from .errors import ToolkitError

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
-from bounded import readline  # noqa: E402
+from bounded import Waiting  # noqa: E402
 from test_lkm import DMESG_BAD, dmesg_lines, ensure_loaded, read_all_nonblocking, run_as  # noqa: E402
 
 from toolkit import quota, schema  # noqa: E402
@@ -108,28 +108,9 @@ def side(request, module):
     assert s.q.counts()["dropped"] == 0         # every kill record was delivered
 
 
-class Waiting:
-    """tk_quota started and stopped at "ready N"; go() lets it act; finish() -> (rc, out)."""
-
-    def __init__(self, args):
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        line = readline(self.p.stdout, what="tk_quota's ready").split()
-        assert line[0] == "ready", line
-        self.ready = int(line[1])
-
-    def go(self):
-        self.p.stdin.write("go\n")
-        self.p.stdin.flush()
-
-    def finish(self):
-        out, _ = self.p.communicate(timeout=60)
-        return self.p.returncode, out
-
-
 @pytest.mark.parametrize("way", WAYS)
 def test_the_descriptor_past_the_quota_kills(side, qhelper, way):
-    w = Waiting([str(qhelper), "fd", way])
+    w = Waiting(str(qhelper), "fd", way)
     side.set(w.p.pid, files=w.ready)            # the next descriptor is one too many
     assert w.p.pid in side.tracked()
     if isinstance(side, LkmSide):
@@ -146,7 +127,7 @@ def test_the_descriptor_past_the_quota_kills(side, qhelper, way):
 
 @pytest.mark.parametrize("way", ("open", "pipe", "scm"))
 def test_under_the_file_quota_runs_untouched(side, qhelper, way):
-    w = Waiting([str(qhelper), "fd", way])
+    w = Waiting(str(qhelper), "fd", way)
     side.set(w.p.pid, files=w.ready + MADE.get(way, 1))
     w.go()
     rc, out = w.finish()
@@ -157,7 +138,7 @@ def test_under_the_file_quota_runs_untouched(side, qhelper, way):
 @pytest.mark.parametrize("kind", ("brk", "mmap"))
 def test_heap_past_the_quota_kills_with_overshoot_under_one_step(side, qhelper, kind):
     step = STEP_KIB * 1024
-    w = Waiting([str(qhelper), "heap", kind, str(STEP_KIB), "8"])
+    w = Waiting(str(qhelper), "heap", kind, str(STEP_KIB), "8")
     limit = w.ready + 3 * step + step // 2                 # the 4th step crosses it
     side.set(w.p.pid, heap=limit)
     w.go()
@@ -171,7 +152,7 @@ def test_heap_past_the_quota_kills_with_overshoot_under_one_step(side, qhelper, 
 
 
 def test_under_the_heap_quota_runs_untouched(side, qhelper):
-    w = Waiting([str(qhelper), "heap", "mmap", str(STEP_KIB), "8"])
+    w = Waiting(str(qhelper), "heap", "mmap", str(STEP_KIB), "8")
     side.set(w.p.pid, heap=w.ready + 9 * STEP_KIB * 1024, files=1000)
     w.go()
     rc, out = w.finish()
@@ -224,7 +205,7 @@ def test_cli_run_registers_before_the_first_instruction(module, qhelper, backend
 
 
 def test_cli_set_list_clear(module, qhelper):
-    w = Waiting([str(qhelper), "fd", "open"])
+    w = Waiting(str(qhelper), "fd", "open")
     try:
         cp = subprocess.run([TOOLKIT, "quota", "set", "--heap", "1G", "--files", "50",
                              str(w.p.pid)], capture_output=True, text=True,
@@ -249,7 +230,7 @@ def test_cli_set_list_clear(module, qhelper):
 
 
 def test_a_reused_pid_is_not_limited(side, qhelper):
-    w = Waiting([str(qhelper), "fd", "open"])
+    w = Waiting(str(qhelper), "fd", "open")
     pid = w.p.pid
     side.set(pid, files=w.ready)
     w.p.kill()
@@ -259,7 +240,7 @@ def test_a_reused_pid_is_not_limited(side, qhelper):
     # process that reuses a tracked pid would get it
     for _ in range(20):
         Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
-        w2 = Waiting([str(qhelper), "fd", "open"])
+        w2 = Waiting(str(qhelper), "fd", "open")
         if w2.p.pid == pid:
             break
         w2.go()
@@ -273,7 +254,7 @@ def test_a_reused_pid_is_not_limited(side, qhelper):
 
 
 def test_bad_writes_are_refused_and_change_nothing(module, qhelper):
-    w = Waiting([str(qhelper), "fd", "open"])
+    w = Waiting(str(qhelper), "fd", "open")
     pid = w.p.pid
     missing = 4 * 1024 * 1024 - 7
     cases = {

@@ -9,8 +9,7 @@ from typing import Callable, Iterable
 
 import click
 
-from ..backends.base import (KERNEL_BACKENDS, REGISTRY, backends_with, doctor_subject,
-                             registered_class)
+from ..backends.base import KERNEL_BACKENDS, REGISTRY, doctor_subject
 from ..errors import LabError, ToolkitError
 
 BACKENDS = tuple(REGISTRY)

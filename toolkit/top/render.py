@@ -13,7 +13,6 @@ import select
 import signal
 import sys
 import termios
-import time
 import tty
 
 KEYS = {"c": "cpu", "m": "rss", "p": "pid", "n": "peak", "a": "age"}
