@@ -29,24 +29,6 @@ class Check:
     needed_by: tuple[str, ...] = ()
 
 
-def tracefs_dir() -> Path | None:
-    for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if Path(d, "trace").exists() or Path(d, "available_events").exists():
-            return Path(d)
-    return None
-
-
-def mount_tracefs() -> str | None:
-    """Mount tracefs if missing (root only). Returns an error string or None."""
-    if tracefs_dir():
-        return None
-    if os.geteuid() != 0:
-        return "not root"
-    p = subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
-                       capture_output=True, text=True)
-    return None if p.returncode == 0 else (p.stderr.strip() or f"mount exited {p.returncode}")
-
-
 def bcc_status() -> tuple[bool, str]:
     try:
         import bcc  # noqa: F401  (Debian's python3-bpfcc)
@@ -135,11 +117,17 @@ def btf_check(btf: bool) -> Check:
 
 
 def tracefs_check(mount: bool) -> Check:
-    err = mount_tracefs() if mount else None
-    tdir = tracefs_dir()
-    return Check("tracefs", OK if tdir else MISSING,
-                 str(tdir) if tdir else f"not mounted ({err or 'not tried'})",
-                 "mount -t tracefs nodev /sys/kernel/tracing")
+    """tracefs, mounted here (mount) or mountable: the backends that need it mount it
+    when they start (sysinfo.mount_tracefs)."""
+    err = sysinfo.mount_tracefs() if mount else None
+    tdir = sysinfo.tracefs_dir()
+    if tdir:
+        return Check("tracefs", OK, str(tdir))
+    if not mount and sysinfo.tracefs_mountable():
+        return Check("tracefs", OK, f"not mounted; {sysinfo.TRACEFS} is mounted by the "
+                     "backend that needs it when it starts")
+    return Check("tracefs", MISSING, f"not mounted ({err or 'not tried'})",
+                 f"mount -t tracefs nodev {sysinfo.TRACEFS}")
 
 
 def bpf_stats_check() -> Check:

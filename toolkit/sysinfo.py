@@ -34,6 +34,40 @@ def release() -> str:
     return os.uname().release
 
 
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def tracefs_dir() -> Path | None:
+    """Where tracefs is mounted (its own mount point, or debugfs's tracing/), or None."""
+    for d in (TRACEFS, Path("/sys/kernel/debug/tracing")):
+        if Path(d, "trace").exists() or Path(d, "available_events").exists():
+            return d
+    return None
+
+
+def tracefs_mountable() -> bool:
+    """Could mount_tracefs() mount it: root, and the kernel has the filesystem."""
+    return os.geteuid() == 0 and "\ttracefs" in (read_text("/proc/filesystems") or "")
+
+
+def mount_tracefs() -> str | None:
+    """Mount tracefs at /sys/kernel/tracing if it is not mounted (root only), as
+    systemd's sys-kernel-tracing.mount does at boot on Debian and Ubuntu: tracepoints are
+    found and attached by the ids under it (bpftrace, BCC). It stays mounted: a view of
+    the kernel's tracing state, with nothing of ours in it. -> an error string or None."""
+    import subprocess
+    if tracefs_dir():
+        return None
+    if os.geteuid() != 0:
+        return "not root"
+    try:
+        p = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if p.returncode == 0 else (p.stderr.strip() or f"mount exited {p.returncode}")
+
+
 def kernel_version(rel: str | None = None) -> tuple[int, int]:
     """(major, minor) of a kernel release string such as '6.1.0-56-amd64'."""
     rel = rel or release()

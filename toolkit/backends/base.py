@@ -256,6 +256,15 @@ class Backend(abc.ABC):
         self.stop()
 
 
+def ensure_tracefs(who: str) -> None:
+    """Mount tracefs where it is missing (sysinfo.mount_tracefs), for a backend that
+    attaches tracepoints through it; BackendError if it cannot be."""
+    err = sysinfo.mount_tracefs()
+    if err:
+        raise BackendError(f"{who} needs tracefs, which is not mounted and could not be "
+                           f"({err})", f"mount -t tracefs nodev {sysinfo.TRACEFS}")
+
+
 # name -> "module:Class"; imported lazily so `import bcc` happens only for ebpf
 REGISTRY = {
     "lkm": "toolkit.backends.lkm:LkmBackend",

@@ -383,6 +383,7 @@ class EbpfBackend(base.Backend):
 
     def _preflight(self):
         preflight()
+        base.ensure_tracefs("ebpf --engine bcc")   # BCC attaches tracepoints through it
 
     def _compile(self, fentry: bool) -> _Module:
         from bcc import BPF

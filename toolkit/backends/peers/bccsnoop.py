@@ -129,7 +129,9 @@ class ExecsnoopBackend(_BccSnoop):
 
 class ExitsnoopBackend(_BccSnoop):
     name = "exitsnoop"
-    doctor_needs = ("root", "kernel headers", "bcc (python3-bpfcc)", "exitsnoop installed")
+    # its probe is the sched_process_exit tracepoint, found through tracefs
+    doctor_needs = ("root", "kernel headers", "tracefs", "bcc (python3-bpfcc)",
+                    "exitsnoop installed")
     tool = "exitsnoop-bpfcc"
     event_types = frozenset({"exit"})
     provides = _BccSnoop.provides | {"exit_code"}

@@ -19,8 +19,8 @@ import time
 from typing import ClassVar
 
 from ... import schema
-from ..base import (UNTYPED, Backend, BackendError, Snapshot, Stats, event_counters,
-                    proc_snapshot)
+from ..base import (UNTYPED, Backend, BackendError, Snapshot, Stats, ensure_tracefs,
+                    event_counters, proc_snapshot)
 
 PR_SET_PDEATHSIG = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -177,6 +177,8 @@ class PeerBackend(Backend):
         if shutil.which(self.tool) is None:
             raise BackendError(f"{self.tool} is not installed",
                                f"apt-get install {self.package} (bin/setup installs it)")
+        if "tracefs" in self.doctor_needs:      # its tracepoints are found through it
+            ensure_tracefs(self.name)
 
     def start(self) -> None:
         self.check_available()
