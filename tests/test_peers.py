@@ -155,19 +155,36 @@ def needs(name):
         pytest.skip(f"{TOOLS[name]} is not installed (bin/setup installs it)")
 
 
-def _children(n=20, execs=5):
-    """n children: forks exiting i % 5, plus `execs` of /bin/true. -> {pid: status}."""
-    out = {}
-    for i in range(n):
-        pid = os.fork()
-        if pid == 0:
-            os._exit(i % 5)
-        out[pid] = os.waitpid(pid, 0)[1]
-    for _ in range(execs):
-        p = subprocess.Popen(["/bin/true"])
-        p.wait(10)
-        out[p.pid] = 0
-    return out
+_CHILDREN = """
+import json, os, subprocess, sys
+n, execs = int(sys.argv[1]), int(sys.argv[2])
+out = {}
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(i % 5)
+    out[pid] = os.waitpid(pid, 0)[1]
+for _ in range(execs):
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(10)
+    out[p.pid] = 0
+print(json.dumps(out))
+"""
+
+
+def _children(n=20, execs=5, parent=None):
+    """n children: forks exiting i % 5, plus `execs` of /bin/true, made by a new process
+    (its pid goes into `parent`, a list, if given). -> {pid: status}. A new process,
+    because audit never audits a task forked before audit was first enabled since boot
+    (kernel/auditsc.c audit_alloc: audit_ever_enabled), so on a fresh boot the test
+    process's own forks would be invisible to auditd (found by CI on a fresh machine)."""
+    p = subprocess.Popen([sys.executable, "-c", _CHILDREN, str(n), str(execs)],
+                         stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    if parent is not None:
+        parent.append(p.pid)
+    return {int(k): v for k, v in json.loads(out).items()}
 
 
 def _audit_state():
@@ -190,7 +207,8 @@ def _peer_sees_our_children_and_leaves_nothing(name, before):
     b.start()
     try:
         b.reset_stats()
-        kids = _children()
+        parent = []
+        kids = _children(parent=parent)
         got, end = [], time.monotonic() + 10
         while time.monotonic() < end:
             got += [r for r in b.read(0.2) if r.tgid in kids]
@@ -210,7 +228,7 @@ def _peer_sees_our_children_and_leaves_nothing(name, before):
         (name, sorted(missed), st.extra, len(got))
     # forkstat names a child's parent from /proc: for a child gone by then it prints
     # "0 parent [swapper]" (ppid 0, unknown)
-    ok_ppids = {os.getpid(), 0} if name == "forkstat" else {os.getpid()}
+    ok_ppids = {parent[0], 0} if name == "forkstat" else {parent[0]}
     assert {r.ppid for r in got if r.event == "fork"} <= ok_ppids
     assert sum(r.event == "exec" for r in got) == 5 or missed
     assert (st.events[UNTYPED].dropped == 0 or missed) and st.extra["own_cpu_s"] >= 0

@@ -29,7 +29,10 @@ call), start time, CPU time, memory, the CPU.
 Loss: the kernel queues records for auditd up to the backlog limit; past it a process
 waits up to backlog_wait_time, then the record is dropped and `lost` grows (`auditctl
 -s`). lost (its growth during the run) is counted as untyped drops; backlog and the
-time processes waited (backlog_wait_time_actual) are reported beside it.
+time processes waited (backlog_wait_time_actual) are reported beside it. Not seen at
+all: a task forked before audit was first enabled since boot has no audit context
+(kernel/auditsc.c audit_alloc, audit_ever_enabled), so on a fresh boot the processes
+older than the first start are never audited (docs/peers.md).
 """
 from __future__ import annotations
 
