@@ -81,9 +81,13 @@ def listed(*extra) -> dict[int, dict]:
 
 def test_pinned_quota_set_listed_and_killing_in_three_processes(pins, qhelper):
     """set by one command, listed by another, the target killed at its (N+1)-th
-    descriptor in its own life; reset leaves no pin. Natively the tracepoint hooks, in
-    the lab the kprobe hooks."""
+    descriptor in its own life, the kill a `kill` record in the eBPF backend's stream
+    (what `toolkit watch --backend ebpf` prints: BCC in the lab, the CO-RE engine
+    natively, as --engine auto picks); reset leaves no pin. Natively the tracepoint
+    hooks, in the lab the kprobe hooks."""
+    from toolkit.backends import get_backend
     w = Waiting(str(qhelper), "fd", "open")
+    watch = None
     try:
         cp = tk("quota", "set", "--backend", "ebpf", "--files", str(w.ready), str(w.p.pid))
         assert cp.returncode == 0 and f"files={w.ready}" in cp.stdout, cp
@@ -94,9 +98,16 @@ def test_pinned_quota_set_listed_and_killing_in_three_processes(pins, qhelper):
         row = listed()[w.p.pid]
         assert row["files_quota"] == w.ready and row["state"] == "tracking"
         assert row["start_ns"] > 0 and row["files"] == w.ready
+        watch = get_backend("ebpf")     # in the lab BCC reuses this run's compile
+        watch.start()
         w.go()
         rc, out = w.finish()
         assert rc == -signal.SIGKILL and "made" not in out, (rc, out)
+        kill = _kill_record(watch, w.p.pid)
+        assert (kill.quota, kill.quota_value) == (w.ready, w.ready + 1), kill
+        assert kill.quota_kind == schema.QUOTA_KINDS["files"]
+        st = watch.stats()
+        assert st.events["kill"].delivered >= 1 and st.extra["kill_records_dropped"] == 0
         side = core_pins.PinnedQuotas()         # the exit hook removed the entry (no
         try:                                    # prune: that would hide a missed exit)
             assert w.p.pid not in side._map.entries(prune=False)
@@ -104,9 +115,21 @@ def test_pinned_quota_set_listed_and_killing_in_three_processes(pins, qhelper):
             side.close()
     finally:
         w.kill()
+        if watch:
+            watch.stop()
     cp = tk("quota", "reset", "--backend", "ebpf")
     assert cp.returncode == 0 and "link_" in cp.stdout and "tk_quotas" in cp.stdout, cp
     assert not quota_pins.PIN_PARENT.exists()
+
+
+def _kill_record(backend, tgid: int, timeout: float = 30):
+    """The backend's `kill` record of `tgid`, read within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in backend.read(0.2):
+            if r.event == "kill" and r.tgid == tgid:
+                return r
+    raise AssertionError(f"no kill record of {tgid} within {timeout:.0f} s")
 
 
 # ---------------------------------------------------------------- native only
