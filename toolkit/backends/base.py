@@ -256,6 +256,24 @@ class Backend(abc.ABC):
         self.stop()
 
 
+def deliver_children(rec, counters: EventCounters, ppid: int | None,
+                     children: set[int]) -> bool:
+    """A parent-pid filter in user space, for an interface with none in the kernel: count
+    `rec` as seen, then as delivered if there is no filter (ppid None) or it is a record
+    of one of ppid's children, else as filtered. The children are followed from their
+    fork (an exec or exit record names no parent, or no longer the same one): `children`
+    grows as their forks arrive. -> delivered?"""
+    counters.seen += 1
+    if ppid is not None:
+        if rec.type in (schema.EventType.FORK, schema.EventType.CLONE) and rec.ppid == ppid:
+            children.add(rec.tgid)
+        if rec.tgid not in children:
+            counters.filtered += 1
+            return False
+    counters.delivered += 1
+    return True
+
+
 def ensure_tracefs(who: str) -> None:
     """Mount tracefs where it is missing (sysinfo.mount_tracefs), for a backend that
     attaches tracepoints through it; BackendError if it cannot be."""

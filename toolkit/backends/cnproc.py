@@ -34,8 +34,8 @@ import struct
 import time
 
 from .. import schema, sysinfo
-from .base import (UNTYPED, Backend, BackendError, Snapshot, Stats, event_counters,
-                   proc_snapshot)
+from .base import (UNTYPED, Backend, BackendError, Snapshot, Stats, deliver_children,
+                   event_counters, proc_snapshot)
 from .netlink import NLMSG_DONE, NetlinkSocket, nlmsg, split_messages
 
 NETLINK_CONNECTOR = 11
@@ -229,18 +229,8 @@ class CnprocBackend(Backend):
         return out
 
     def _deliver(self, rec) -> bool:
-        c = self._counters[rec.event]
-        c.seen += 1
-        if self.ppid_filter is not None:
-            # exec names no parent: follow the filter's children from their fork
-            if rec.type in (schema.EventType.FORK, schema.EventType.CLONE) \
-                    and rec.ppid == self.ppid_filter:
-                self._children.add(rec.tgid)
-            if rec.tgid not in self._children:
-                c.filtered += 1
-                return False
-        c.delivered += 1
-        return True
+        return deliver_children(rec, self._counters[rec.event], self.ppid_filter,
+                                self._children)
 
     def set_ppid_filter(self, ppid: int | None) -> None:
         """A user-space filter (the connector has none for parents): records of `ppid`'s

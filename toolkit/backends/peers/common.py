@@ -19,8 +19,8 @@ import time
 from typing import ClassVar
 
 from ... import schema
-from ..base import (UNTYPED, Backend, BackendError, Snapshot, Stats, ensure_tracefs,
-                    event_counters, proc_snapshot)
+from ..base import (UNTYPED, Backend, BackendError, Snapshot, Stats, deliver_children,
+                    ensure_tracefs, event_counters, proc_snapshot)
 
 PR_SET_PDEATHSIG = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -248,17 +248,8 @@ class PeerBackend(Backend):
         return out
 
     def _deliver(self, rec) -> bool:
-        c = self._counters[rec.event]
-        c.seen += 1
-        if self.ppid_filter is not None:
-            if rec.type in (schema.EventType.FORK, schema.EventType.CLONE) \
-                    and rec.ppid == self.ppid_filter:
-                self._children.add(rec.tgid)
-            if rec.tgid not in self._children:
-                c.filtered += 1
-                return False
-        c.delivered += 1
-        return True
+        return deliver_children(rec, self._counters[rec.event], self.ppid_filter,
+                                self._children)
 
     def set_ppid_filter(self, ppid: int | None) -> None:
         """A user-space filter: the children of `ppid`, followed from their fork."""
