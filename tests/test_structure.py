@@ -110,3 +110,22 @@ def test_the_name_test_sees_a_name_test(tmp_path):
     (tmp_path / "backends" / "x.py").write_text('y = "ebpf" == "ebpf"\n')
     assert sorted((w, n) for w, _, n in name_tests(tmp_path)) == [
         ("probe.py:f", "lkm"), ("probe.py:f", "ps")]
+
+
+def test_the_readme_layout_names_every_source_file():
+    """The README's layout is where a newcomer sees the whole: every file of the code
+    (toolkit/, ebpf/, lkm/, bench/, include/, bin/) is named there, by its name without
+    .py (contrib/ by its folder)."""
+    import subprocess
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        import pytest
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "toolkit", "ebpf", "bench", "lkm", "include",
+                            "bin"], cwd=root, capture_output=True, text=True, timeout=30,
+                           check=True).stdout.split()
+    layout = (root / "README.md").read_text().split("## Layout", 1)[1]
+    unnamed = [f for f in files if not f.endswith(("__init__.py", ".gitignore", ".md"))
+               and Path(f).name.removesuffix(".py") not in layout]
+    assert unnamed == [], "name them in the README's layout"
+    assert "contrib/" in layout
