@@ -1,6 +1,6 @@
 """toolkit top's full-screen mode in a real terminal: tmux (an 80x24 detached session),
-keys with send-keys, the screen with capture-pane; natively with the ps backend, and with
-the CO-RE engine natively and in the lab."""
+keys with send-keys, the screen with capture-pane; natively with the ps backend, with
+the CO-RE engine natively and in the lab, and with the module in the lab."""
 import os
 import shutil
 import subprocess
@@ -135,3 +135,30 @@ def test_full_screen_on_the_core_engine(tmux):
     tmux.wait_for(lambda s: "rc=0" in s, "exit status 0 after q", 20 * slow)
     prompt_works(tmux, "core")
 
+
+
+@pytest.mark.kernel
+def test_full_screen_on_the_module(tmux):
+    """The dashboard over the kprobe module, in the lab: the title names it, a burst of
+    forks shows in the counters, the rss and pid sorts and q work, the terminal is given
+    back."""
+    import sys as _sys
+    _sys.path.insert(0, str(Path(__file__).parent / "kernel"))
+    from test_lkm import ensure_loaded
+    ensure_loaded(ring_size=16384, proc_gid=-1)
+    tmux.keys(f"{TOOLKIT} top --backend lkm --interval 0.5; echo rc=$?", "Enter")
+    s = tmux.wait_for(lambda s: "toolkit top" in s and "cpu%" in s, "the dashboard", 120)
+    assert "backend lkm" in s, s
+    for _ in range(20):
+        subprocess.run(["/bin/true"], timeout=10)
+    tmux.wait_for(lambda s: "fork" in s and "exit" in s, "the lifecycle counters", 60)
+    tmux.keys("m")
+    tmux.wait_for(lambda s: "rssv" in table_header(s), "the rss sort", 60)
+    tmux.keys("p")
+    s = tmux.wait_for(lambda s: "pidv" in table_header(s), "the pid sort", 60)
+    rows = [line.split() for line in s.splitlines()[s.splitlines().index(table_header(s)) + 1:]
+            if line.split() and line.split()[0].isdigit()]
+    assert len(rows) > 3 and [int(r[0]) for r in rows] == sorted(int(r[0]) for r in rows)
+    tmux.keys("q")
+    tmux.wait_for(lambda s: "rc=0" in s, "exit status 0 after q", 60)
+    prompt_works(tmux, "lkm")

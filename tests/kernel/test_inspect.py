@@ -276,15 +276,31 @@ def test_target_exiting_during_reads(backend):
     assert bad == []
 
 
-def test_memgrowth_heap_and_stack(ebpf):
-    """memapp sampled at every step through both backends: the heap grows by at least the
-    bytes malloc'd below the (pinned) mmap threshold, does not move for a 1 MiB malloc,
-    and the stack VMA grows with the recursion depth; /proc agrees on the layout at every
-    step, and so do the two backends with each other."""
-    from toolkit.bench.memgrowth import compare, findings, run
-    from toolkit.bench.workload import build
-    runs = run(build().memapp, BACKENDS)
+def test_memgrowth_heap_and_stack(ebpf, tmp_path):
+    """`toolkit bench memgrowth --backend lkm,ebpf` as a user runs it (in this
+    interpreter: a new one costs ~45 s of imports under TCG), memapp sampled at every
+    step through both backends: the heap grows by at least the bytes malloc'd below the
+    (pinned) mmap threshold, does not move for a 1 MiB malloc, and the stack VMA grows
+    with the recursion depth; /proc agrees on the layout at every step, and so do the two
+    backends with each other. Each backend's steps.csv, report.md, memgrowth.png and
+    summary.json, and the comparison's, are in the run directory."""
+    import json
+
+    from click.testing import CliRunner
+
+    from toolkit.bench.memgrowth import compare, findings, read_csv
+    from toolkit.cli import main
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["bench", "memgrowth", "--backend", ",".join(BACKENDS),
+                                  "--out", str(out)])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 0, r.output
+    assert r.stdout.rstrip().endswith(f"run directory: {out}"), r.stdout
+    assert "the same heap, stack VMA, VMA count and total_vm at every step" in r.stdout
+    runs = {b: read_csv(out / b / "steps.csv") for b in BACKENDS}
     for backend, steps in runs.items():
+        assert {"report.md", "memgrowth.png", "summary.json"} <= \
+            {f.name for f in (out / backend).iterdir()}, backend
         f = findings(steps)
         assert f["heap_growth_small"] >= f["bytes_malloced_small"] == 8 * 64 * 1024, backend
         assert f["heap_move_1mib"] == 0 and f["vm_added_1mib_kib"] >= 1024, backend
@@ -296,4 +312,6 @@ def test_memgrowth_heap_and_stack(ebpf):
         assert rss[-1] - rss[0] >= 1024 * 4 * 0.9, backend  # 1024 pages touched: ~4 MiB
         assert f["disagreements_with_proc"] == [], backend
     assert compare(runs) == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["differences"] == [] and set(summary["per_backend"]) == set(BACKENDS)
 
