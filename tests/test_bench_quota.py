@@ -1,5 +1,5 @@
 """bench quota's summary and report, from synthetic trials; rlimit through the CLI natively
-(the module and cgroup in the lab did not fit the suite's time: docs/testing.md)."""
+(every mechanism through the CLI in the lab: tests/kernel/test_bench_quota_lab.py)."""
 import pytest
 
 from toolkit.bench import quota as bq
@@ -90,8 +90,7 @@ def run_cli(out, mechanisms, *extra, in_process=False):
 def test_cli_rlimit_natively(tmp_path):
     """The kernel's own RLIMIT_DATA / RLIMIT_NOFILE need no module: natively, through
     the CLI, each limit refuses the crossing call (overshoot <= 0, nobody killed). The
-    module and cgroup need the lab, where the bench did not fit the suite's time
-    (docs/testing.md)."""
+    module, BCC and cgroup need the lab: tests/kernel/test_bench_quota_lab.py."""
     import os
     if os.geteuid() != 0:
         pytest.skip("bench quota needs root")
