@@ -149,13 +149,18 @@ def test_twenty_attach_detach_cycles_under_a_storm():
             try:
                 recs = b.read(0.05) + b.read(0.05)
                 st = b.stats()
+                st2 = b.stats()
             finally:
                 b.stop()
             ids |= set(st.extra["prog_ids"].values())
             for ev, c in st.events.items():
-                # read live (and re-based live): a handler per CPU may be in flight
+                # read live (and re-based live), one counter after another: a handler per
+                # CPU may be in flight, and events complete while the counters are read
+                # (under TCG several per read: CI saw seen 48, delivered 51), as many as
+                # arrive during the next read
+                during = st2.events[ev].seen - c.seen
                 assert abs(c.seen - (c.filtered + c.delivered + c.dropped)) \
-                    <= os.cpu_count(), (ev, c)
+                    <= os.cpu_count() + during, (ev, c, during)
             assert all(isinstance(r, schema.Record) for r in recs)
     finally:
         stop.set()
