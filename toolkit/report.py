@@ -135,7 +135,12 @@ def headline(s: dict) -> str:
     return (f"kernel {e['kernel_release']} ({e['virtualization']}, {e['cpus']} CPUs); "
             f"{t['storms']} storms, {t['forks']} children ({t['execs']} exec'd), "
             f"lifetime {p.get('lifetime_ms')} ms, concurrency {p.get('concurrency')}, "
-            f"repeat {p.get('repeat')}; baseline {s['baseline']['forks_per_s']} forks/s")
+            f"repeat {p.get('repeat')}; baseline {_per_s(s['baseline']['forks_per_s'])} forks/s")
+
+
+def _per_s(rate) -> str:
+    """A median rate as people read it (5367, not 5366.8724999999995)."""
+    return f"{rate:.0f}" if isinstance(rate, (int, float)) else str(rate)
 
 
 def flags(s: dict) -> list[str]:
