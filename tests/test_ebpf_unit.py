@@ -105,6 +105,21 @@ def test_ring_capacity():
     assert ebpf.ring_capacity("perf", 1, 2) == 4096 // 128 * 2
 
 
+def test_batched_wakeup_never_lets_the_ring_fill_between_two_wakeups():
+    """N = min(1024, capacity / (4 x CPUs)): the default ring (256 pages, 8,738 records) on
+    2 CPUs wakes every 1024 records of a CPU; more CPUs or a smaller ring, fewer; per-record
+    wakeups are 0."""
+    cap = ebpf.ring_capacity("ringbuf", 256, 1)
+    assert cap == 8738
+    assert ebpf.wakeup_every("batch", cap, 2) == 1024
+    assert ebpf.wakeup_every("batch", cap, 64) == cap // (4 * 64) == 34
+    assert ebpf.wakeup_every("batch", ebpf.ring_capacity("ringbuf", 1, 1), 2) == 4
+    assert ebpf.wakeup_every("batch", 3, 4) == 1
+    for cpus in (1, 2, 8, 64, 256):
+        assert ebpf.wakeup_every("batch", cap, cpus) * 4 * cpus <= max(cap, 4 * cpus)
+    assert ebpf.wakeup_every("record", cap, 2) == 0
+
+
 def test_log_tail():
     text = "\n".join(f"line {i}" for i in range(100)) + "\n\n"
     assert ebpf.log_tail(text, 3) == "line 97\nline 98\nline 99"

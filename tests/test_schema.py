@@ -249,6 +249,23 @@ def test_binary_roundtrip():
     assert schema.unpack(raw) == r
 
 
+def test_unpack_builds_the_constructors_frozen_record():
+    """unpack() fills the slots directly (for speed): it must give exactly the Record the
+    constructor gives, every field, still frozen and hashable."""
+    import dataclasses
+    import random
+    rnd = random.Random(7)
+    for _ in range(200):
+        raw = bytes(rnd.getrandbits(8) for _ in range(schema.RECORD_SIZE))
+        values = list(schema._STRUCT.unpack_from(raw))
+        for i in schema._COMM_AT:
+            values[i] = schema._decode_comm(values[i])
+        rec = schema.unpack(raw)
+        assert rec == schema.Record(*values) and hash(rec) == hash(schema.Record(*values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.pid = 1
+
+
 def test_binary_comm_full_width_and_nul_padding():
     r = _rec(comm="x" * schema.COMM_LEN)
     assert schema.unpack(schema.pack(r)).comm == "x" * schema.COMM_LEN

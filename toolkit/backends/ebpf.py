@@ -159,7 +159,7 @@ def ring_capacity(transport: str, pages: int, ncpus: int, page_size: int = 4096)
 
 WAKEUPS = ("batch", "record")
 DEFAULT_WAKEUP = "batch"
-WAKEUP_EVERY_MAX = 1024       # records per CPU between forced wakeups (batched policy)
+WAKEUP_EVERY_MAX = 1024     # records per CPU between forced wakeups (batched policy)
 
 
 def wakeup_every(policy: str, capacity: int, ncpus: int) -> int:
